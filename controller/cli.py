@@ -1,0 +1,179 @@
+"""`spillway` command line: simulate, report, traces.
+
+User errors (bad config, trace, catalog, profile, run directory) print one line
+`spillway: error: ...` and exit with status 2; they never show a traceback.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from controller.config import ConfigError
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """'90', '90s', '30m', '6h', '2d', '1w' or combinations like '1h30m' -> seconds."""
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", s)
+    if not parts or "".join(a + b for a, b in parts) != s:
+        raise click.BadParameter(f"{text!r} is not a duration (examples: 90s, 30m, 6h, 2d)", param_hint=option)
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from controller.report import ReportError
+    from provisioners.catalog import CatalogError
+    from provisioners.distributions import DistributionError
+    from serving.profiles import ProfileError
+    from traces.errors import TraceError
+    return ConfigError, TraceError, CatalogError, ProfileError, DistributionError, ReportError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="spillway")
+def cli():
+    """Spillway: an SLO-aware autoscaler for ML inference.
+
+    Keeps a baseline fleet of GPU instances and spills bursts to serverless functions,
+    choosing the mix that meets a latency SLO at least cost. Start with
+    `spillway simulate --trace default`, then open the report it writes.
+    """
+
+
+@cli.command()
+@click.option("--trace", "trace_name", required=True, metavar="NAME|FILE",
+              help="Trace name (see `spillway traces list`) or a path to a trace file.")
+@click.option("--policy", default=None, metavar="NAME",
+              help="Scaling policy: static-peak, reactive or faas-only [default: controller.policy from the config].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Config file (format of config.toml) [default: built-in defaults, the same as config.toml].")
+@click.option("--start", default="0", metavar="DUR", show_default=True,
+              help="Skip this much of the trace first (e.g. 2d, 6h, 30m).")
+@click.option("--duration", default=None, metavar="DUR", help="Simulate this much of the trace [default: all of it].")
+@click.option("--mean-rps", type=float, default=None, metavar="X",
+              help="Rescale the trace to this mean rate in req/s (method: simulation.rescale in the config).")
+@click.option("--seed", type=int, default=None, help="Random seed [default: simulation.seed from the config].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory to write [default: runs/<trace>-<policy>].")
+@click.option("--no-report", is_flag=True, help="Skip report.html (summary.json and the time series are still written).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def simulate(trace_name, policy, config_path, start, duration, mean_rps, seed, out_dir, no_report, quiet):
+    """Replay a trace through the controller and a simulated fleet; write a run directory.
+
+    The run directory holds summary.json (cost, SLO attainment, latency percentiles...),
+    timeseries.csv (one row per controller interval), latency_hist.csv, the config used
+    and report.html.
+    """
+    from controller.run import prepare_trace, run_simulation
+    from controller.config import load_config
+    from controller.policies import policy_names
+
+    cfg = load_config(config_path)
+    policy = policy or cfg.controller.policy
+    if policy not in policy_names():
+        raise ConfigError(f"unknown policy {policy!r} (known: {', '.join(policy_names())})")
+    if mean_rps is not None and not mean_rps > 0:
+        raise click.BadParameter(f"{mean_rps:g}: must be > 0 req/s", param_hint="--mean-rps")
+    start_s = parse_duration(start, "--start")
+    duration_s = parse_duration(duration, "--duration") if duration is not None else None
+    trace = prepare_trace(trace_name, cfg, start_s, duration_s, mean_rps)
+    out = Path(out_dir or f"runs/{_slug(trace.name)}-{policy}")
+    summary, report = run_simulation(cfg, trace, policy, out, seed=seed, config_path=config_path,
+                                     start_s=start_s, report=not no_report, progress=not quiet)
+    click.echo(f"{policy} on {trace.name}: {summary['requests']:,} requests over "
+               f"{summary['duration_s'] / 3600:.2f} h (mean {summary['mean_rps']:.1f} req/s)")
+    click.echo(f"  cost     ${summary['cost_usd']:.2f}  (IaaS ${summary['iaas_usd']:.2f}, "
+               f"FaaS ${summary['faas_usd']:.2f}; {summary['faas_fraction']:.1%} of requests on functions)")
+    ok = summary["slo_attainment"] >= summary["slo_attainment_target"]
+    click.echo(f"  SLO      {summary['slo_attainment']:.4%} within {summary['slo_ms']:g} ms "
+               f"(target {summary['slo_attainment_target']:.1%}: {'met' if ok else 'MISSED'})")
+    click.echo(f"  latency  p50 {_ms(summary['p50_ms'])}  p99 {_ms(summary['p99_ms'])}  "
+               f"dropped {summary['dropped']:,}  simulated in {summary['wall_s']:.1f} s")
+    click.echo(f"  run      {out}/summary.json")
+    if report is not None:
+        click.echo(f"  report   {report}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+def report(run_dir):
+    """Regenerate RUN_DIR/report.html from a run directory written by `spillway simulate`."""
+    from controller.report import render_report
+    click.echo(str(render_report(run_dir)))
+
+
+@cli.group()
+def traces():
+    """List and inspect the bundled and shared request traces."""
+
+
+@traces.command("list")
+def traces_list():
+    """List known traces: bundled, from ../shared/traces, and synthetic generators."""
+    from rich.console import Console
+    from rich.table import Table
+    from traces.registry import list_traces
+
+    table = Table("name", "kind", "span", "resolution", "available", "description", box=None)
+    for info in list_traces():
+        table.add_row(info.name, info.kind, info.span, info.resolution,
+                      "yes" if info.available else "no", info.description)
+    Console().print(table)
+
+
+@traces.command("show")
+@click.argument("name")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the rate plot [default: <name>-rate.png in the current directory].")
+def traces_show(name, png):
+    """Summary statistics of trace NAME and a PNG of its rate over time."""
+    from traces.registry import load_trace
+    from traces.show import plot_rate, summarize
+
+    trace = load_trace(name)
+    stats = summarize(trace)
+    width = max(len(k) for k in stats)
+    for key, value in stats.items():
+        if isinstance(value, float):
+            value = f"{value:,.4g}"
+        elif isinstance(value, (list, tuple)):
+            value = "; ".join(map(str, value)) or "-"
+        click.echo(f"{key:<{width}}  {value}")
+    path = plot_rate(trace, png or f"{_slug(trace.name)}-rate.png")
+    click.echo(f"{'plot':<{width}}  {path}")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem if "/" in name else name).strip("-") or "trace"
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="spillway", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("spillway: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except _user_errors() as exc:
+        click.echo(f"spillway: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

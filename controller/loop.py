@@ -1,0 +1,83 @@
+"""The control loop: observe -> decide -> reconcile, one tick at a time.
+
+The loop owns no clock: the caller passes `now_s` (the simulator's clock, or the daemon's wall
+clock). Reconciliation turns a Decision into provisioner verbs with the safety rules that apply
+in every world: a launch rate limit, and scale-in that prefers instances which are not yet serving
+or whose 60 s billing minimum is already paid.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.policies import Policy, PolicyContext
+from controller.types import Decision, Observation, Snapshot
+from provisioners.base import PENDING, READY, FunctionSpec, InstanceProvisioner, InstanceRecord, LaunchSpec
+
+
+@dataclass(frozen=True)
+class TickResult:
+    decision: Decision
+    launched: tuple[InstanceRecord, ...]
+    terminated: tuple[str, ...]
+    launch_limited: bool          # the launch rate limit held back some launches
+
+
+@dataclass
+class ControlLoop:
+    policy: Policy
+    ctx: PolicyContext
+    instances: InstanceProvisioner
+    functions: Any = None                    # FunctionProvisioner, or None when disabled
+    state: Any = None
+    decision: Decision | None = None
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self):
+        if self.state is None:
+            self.state = self.policy.initial_state()
+
+    def tick(self, now_s: float, observation: Observation | None) -> TickResult:
+        snapshot = Snapshot(now_s=now_s, observation=observation, fleet=tuple(self.instances.describe()),
+                            stale_after_s=self.ctx.config.controller.stale_after_s)
+        # Forecasts arrive with the predictor (issue 4); today's policies decide on observations.
+        decision, self.state = self.policy.decide(snapshot, None, self.ctx, self.state)
+        decision_id = f"d{next(self._ids)}"
+        launched, terminated, limited = self._reconcile(decision, snapshot, decision_id)
+        if self.functions is not None and (self.decision is None
+                                           or decision.warm_concurrency != self.decision.warm_concurrency
+                                           or decision.function_memory_mb != self.decision.function_memory_mb):
+            self.functions.configure(FunctionSpec(decision.function_memory_mb, decision.warm_concurrency,
+                                                  self.ctx.config.functions.max_concurrency))
+        self.decision = decision
+        return TickResult(decision, tuple(launched), tuple(terminated), limited)
+
+    def _reconcile(self, decision: Decision, snapshot: Snapshot, decision_id: str):
+        wanted = dict(decision.targets)
+        keys = sorted(set(wanted) | set(snapshot.counts()))
+        budget = self.ctx.config.budget.max_launches_per_interval
+        launched: list[InstanceRecord] = []
+        terminated: list[str] = []
+        limited = False
+        for key in keys:
+            live = snapshot.live(key)
+            gap = wanted.get(key, 0) - len(live)
+            if gap > 0:
+                n = min(gap, budget - len(launched))
+                limited |= n < gap
+                if n > 0:
+                    launched += self.instances.launch(LaunchSpec(key[0], key[1], n, decision_id))
+            elif gap < 0:
+                victims = [r.id for r in sorted(live, key=lambda r: _scale_in_order(r, snapshot.now_s))][:-gap]
+                self.instances.terminate(victims)
+                terminated += victims
+        return launched, terminated, limited
+
+
+def _scale_in_order(r: InstanceRecord, now_s: float) -> tuple:
+    """Sort key: first instances not serving yet, then those past their 60 s billing minimum
+    (their next second costs the same anywhere), newest first; last those still inside it."""
+    paid_minimum = now_s - r.launched_at_s >= 60.0
+    return (r.state != PENDING, not paid_minimum, -r.launched_at_s)
+
