@@ -125,7 +125,8 @@ def traces_list():
     for info in list_traces():
         table.add_row(info.name, info.kind, info.span, info.resolution,
                       "yes" if info.available else "no", info.description)
-    Console().print(table)
+    # Piped output gets a wide table rather than descriptions wrapped to 80 columns.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @traces.command("show")

@@ -37,7 +37,7 @@ N_COUNTERS = 11
 D_FIXED, D_LOGNORMAL, D_UNIFORM, D_NORMAL = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _draw(kind, p1, p2):
     if kind == D_FIXED:
         return p1
@@ -48,7 +48,7 @@ def _draw(kind, p1, p2):
     return max(0.0, p1 + p2 * np.random.standard_normal())
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _jitter(sigma):
     # Lognormal multiplier with mean 1: exp(sigma*z - sigma^2/2); sigma = 0 means deterministic.
     if sigma <= 0.0:
@@ -56,7 +56,7 @@ def _jitter(sigma):
     return math.exp(sigma * np.random.standard_normal() - 0.5 * sigma * sigma)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _record(latency_s, path, idx, slo_s, hist, win_hist, counters, lat_out):
     ms = latency_s * 1000.0
     if ms <= LO_MS:
@@ -73,11 +73,11 @@ def _record(latency_s, path, idx, slo_s, hist, win_hist, counters, lat_out):
         lat_out[idx] = latency_s
 
 
-@njit(cache=True)
-def advance_instance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
+@njit(cache=True, inline="always")
+def _advance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
                      lat_tab, max_batch, max_delay_s, jit_sigma, slo_s,
                      hist, win_hist, counters, lat_out):
-    """Start every batch of instance i whose start time is before t."""
+    """Start every batch of instance i whose start time is before t (inlined in the hot loop)."""
     cap = qt.shape[1]
     ty = inst_type[i]
     bmax = max_batch[ty]
@@ -107,6 +107,15 @@ def advance_instance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
 
 
 @njit(cache=True)
+def advance_instance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
+                     lat_tab, max_batch, max_delay_s, jit_sigma, slo_s,
+                     hist, win_hist, counters, lat_out):
+    """Start every batch of instance i whose start time is before t."""
+    _advance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
+             lat_tab, max_batch, max_delay_s, jit_sigma, slo_s, hist, win_hist, counters, lat_out)
+
+
+@njit(cache=True, inline="always")
 def _expected_done(i, t, inst_type, free_at, qlen, lat_tab, max_batch, max_delay_s):
     """The router's estimate of when a request joining instance i now would complete."""
     ty = inst_type[i]
@@ -121,7 +130,7 @@ def _expected_done(i, t, inst_type, free_at, qlen, lat_tab, max_batch, max_delay
     return start + full * lat_tab[ty, bmax] + lat_tab[ty, rest]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _invoke_function(t, idx, env_free_at, env_alive, env_prov, keep_alive_s, fn_svc_s, fn_sigma,
                      cold_kind, cold_p1, cold_p2, bills_init, slo_s,
                      hist, win_hist, counters, lat_out):
@@ -195,7 +204,7 @@ def run_window(arrivals, idx0, t_end,
         best_done = math.inf
         for i in range(n_inst):
             if qlen[i] > 0:
-                advance_instance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
+                _advance(i, t, inst_type, free_at, qt, qi, qhead, qlen, last_done,
                                  lat_tab, max_batch, max_delay_s, jit_sigma, slo_s,
                                  hist, win_hist, counters, lat_out)
             if accepting[i] == 0 or ready_at[i] > t or qlen[i] >= cap:
@@ -219,6 +228,6 @@ def run_window(arrivals, idx0, t_end,
         qlen[best] += 1
     for i in range(n_inst):
         if qlen[i] > 0:
-            advance_instance(i, t_end, inst_type, free_at, qt, qi, qhead, qlen, last_done,
+            _advance(i, t_end, inst_type, free_at, qt, qi, qhead, qlen, last_done,
                              lat_tab, max_batch, max_delay_s, jit_sigma, slo_s,
                              hist, win_hist, counters, lat_out)
