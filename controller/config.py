@@ -67,6 +67,9 @@ class FunctionsConfig:
     max_concurrency: int = _num(1000, ge=1, le=100_000, integer=True)
     keep_alive_s: float = _num(600.0, ge=0, le=86400)
     warm_concurrency: int = _num(0, ge=0, le=100_000, integer=True)
+    on_throttle: str = _choice("retry", choices=("retry", "drop"))
+    retry_delay_s: float = _num(0.1, gt=0, le=60)
+    max_retries: int = _num(3, ge=0, le=20, integer=True)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class SimulationConfig:
     smooth_s: float = _num(60.0, gt=0, le=86400)
     fill_masked: bool = True
     warm_start: bool = True
+    spot_interruptions: str = "hazard"   # "hazard" | "off" | path to a CSV of (time_s, instance_type)
 
 
 @dataclass(frozen=True)

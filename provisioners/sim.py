@@ -5,11 +5,13 @@ start, launches made at t = 0 are ready at once: the system was running before t
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from provisioners.base import FunctionSpec, InstanceRecord, LaunchSpec
 from provisioners.catalog import Catalog
-from simulator.fleet import SimFleet
+from simulator.fleet import SimFleet, SimInstance
 from simulator.functions import SimFunctionPool
 
 
@@ -20,9 +22,10 @@ class SimClock:
 
 class SimInstanceProvisioner:
     def __init__(self, fleet: SimFleet, catalog: Catalog, clock: SimClock, rng: np.random.Generator,
-                 warm_start: bool):
+                 warm_start: bool, on_launch: Callable[[SimInstance], None] | None = None):
         self.fleet, self.catalog, self.clock, self.rng = fleet, catalog, clock, rng
         self.warm_start = warm_start
+        self.on_launch = on_launch     # e.g. draws a spot instance's interruption time
 
     def launch(self, spec: LaunchSpec) -> list[InstanceRecord]:
         itype = self.catalog.instance(spec.instance_type)
@@ -32,6 +35,8 @@ class SimInstanceProvisioner:
             delay = 0.0 if (self.warm_start and now == 0.0) else float(itype.launch_to_ready_s.sample(self.rng))
             inst = self.fleet.add(spec.instance_type, spec.market, itype.price_usd_per_h(spec.market),
                                   itype.billing_minimum_s, now, now + delay, spec.decision_id)
+            if self.on_launch is not None:
+                self.on_launch(inst)
             out.append(InstanceRecord(inst.id, inst.instance_type, inst.market, "pending", now, None, None,
                                       spec.decision_id))
         return out

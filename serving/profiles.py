@@ -63,6 +63,9 @@ class BackendProfile:
     memory_mb: int = 0           # functions
     cold_start_s: Distribution | None = None   # functions: init (process start, imports, model load)
     source: str = ""
+    jitter_dist: str = "lognormal"       # batch latency = median x a mean-1 multiplier: "lognormal"
+                                         # with jitter_cv, or "exponential" (cv 1; queueing-theory checks)
+    preferred_batch_sizes: tuple[int, ...] = ()   # Triton dynamic_batching preferred_batch_size
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_latency_ms", tuple(float(x) for x in self.batch_latency_ms))
@@ -76,6 +79,11 @@ class BackendProfile:
             raise ProfileError(f"{where}: batch_latency_ms: every latency must be a finite number > 0")
         if self.jitter_cv < 0 or self.max_queue_delay_ms < 0:
             raise ProfileError(f"{where}: jitter_cv/max_queue_delay_ms: must be >= 0")
+        if self.jitter_dist not in ("lognormal", "exponential"):
+            raise ProfileError(f"{where}: jitter_dist: must be 'lognormal' or 'exponential', got {self.jitter_dist!r}")
+        object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(int(b) for b in self.preferred_batch_sizes)))
+        if any(not 1 <= b <= self.max_batch for b in self.preferred_batch_sizes):
+            raise ProfileError(f"{where}: preferred_batch_sizes: each must be within 1..max_batch = {self.max_batch}")
 
     def latency_ms(self, batch: int) -> float:
         """Median latency of one batch of `batch` requests (1 <= batch <= max_batch)."""
@@ -165,8 +173,8 @@ class ModelProfile:
 
 # --------------------------------------------------------------------------- loading
 _KEYS = {"kind", "max_batch", "batch_latency_ms", "latency_a_ms", "latency_c_ms", "measured_batches",
-         "measured_latency_ms", "jitter_cv", "max_queue_delay_ms", "memory_mb", "cold_start_s", "source",
-         "notes"}
+         "measured_latency_ms", "jitter_cv", "jitter_dist", "max_queue_delay_ms", "memory_mb", "cold_start_s",
+         "source", "notes", "preferred_batch_sizes"}
 
 
 def bundled_profiles() -> tuple[str, ...]:
@@ -273,6 +281,9 @@ def _backend(file: str, name: str, d: Mapping[str, Any]) -> BackendProfile:
             backend=name, kind=kind, max_batch=max_batch, batch_latency_ms=table,
             jitter_cv=_num(file, d, "jitter_cv", p, default=0.0),
             max_queue_delay_ms=delay, memory_mb=memory_mb, cold_start_s=cold, source=source,
+            jitter_dist=d.get("jitter_dist", "lognormal"),
+            preferred_batch_sizes=tuple(_num_list(file, d, "preferred_batch_sizes", p))
+            if "preferred_batch_sizes" in d else (),
         )
     except ProfileError as exc:
         raise ProfileError(f"{file}: {exc}") from None
