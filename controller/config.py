@@ -74,7 +74,8 @@ class FunctionsConfig:
 
 @dataclass(frozen=True)
 class RouterConfig:
-    max_queue_per_instance: int = _num(256, ge=1, le=4096, integer=True)
+    max_outstanding_batches: int = _num(2, ge=1, le=64, integer=True)
+    max_queue_per_instance: int = _num(256, ge=1, le=100_000, integer=True)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from traces.transforms import slice_trace
 
 ARRIVAL_CHUNK_S = 3600.0
 RETRY_HEAP_CAPACITY = 1 << 16
+ROUTER_QUEUE_CAPACITY = 1 << 20   # the router queue's hard ceiling (8 MB per array)
 
 
 @dataclass
@@ -78,15 +79,16 @@ class Simulation:
         self.seed = cfg.simulation.seed if seed is None else seed
         self.policy_name = policy_name
         self.record_latencies = record_latencies
-        self.types = type_tables(scenario, cfg.router.max_queue_per_instance)
+        self.types = type_tables(scenario, cfg)
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         cfg, scen, trace, tt = self.cfg, self.scenario, self.trace, self.types
         wall0 = time.perf_counter()
         clock = SimClock(0.0)
-        fleet = SimFleet(tt.index, cfg.router.max_queue_per_instance)
+        fleet = SimFleet(tt.index, tt.queue_capacity)
         fn_cfg = cfg.functions
-        pool = SimFunctionPool(fn_cfg.max_concurrency, fn_cfg.memory_mb)
+        fn_s = np.zeros(K.N_FS)
+        pool = SimFunctionPool(fn_cfg.max_concurrency, fn_cfg.memory_mb, fn_s)
         spot = SpotInterruptions(cfg.simulation.spot_interruptions, scen.catalog,
                                  np.random.default_rng([self.seed, 2]))
         ctx = PolicyContext(cfg, scen, trace_peak_rps=trace.peak_rps(60.0))
@@ -96,8 +98,9 @@ class Simulation:
                            SimFunctionProvisioner(pool, clock) if scen.function is not None else None)
         fn_enabled = scen.function is not None
         fn_p, fn_i = function_params(scen, cfg)
-        fn_s = np.zeros(K.N_FS)
         fn_s[K.FS_TOKENS] = fn_p[K.FP_TOKEN_MAX]
+        cq_t, cq_a = np.zeros(ROUTER_QUEUE_CAPACITY), np.zeros(ROUTER_QUEUE_CAPACITY)
+        cq_i = np.zeros(ROUTER_QUEUE_CAPACITY, np.int64)
         rh_t, rh_a = np.zeros(RETRY_HEAP_CAPACITY), np.zeros(RETRY_HEAP_CAPACITY)
         rh_i, rh_n = np.zeros(RETRY_HEAP_CAPACITY, np.int64), np.zeros(RETRY_HEAP_CAPACITY, np.int64)
         pricing = scen.catalog.functions
@@ -116,11 +119,13 @@ class Simulation:
             lat_out = np.full(int(sum(c.shape[0] for c in iter_arrivals(trace, self.seed))), np.nan)
         idx0 = 0
 
-        def kernel(arrivals, t_end, spill, thr_s, evict_slot=-1, evict_t=0.0, piece=0):
-            K.run_window(arrivals, idx0, t_end, route, route.shape[0], live, live.shape[0], evict_slot, evict_t,
-                         fleet.inst_f, fleet.inst_i, fleet.qt, fleet.qa, fleet.qi, fleet.queue_capacity - 1,
-                         fleet.queue_limit, tt.type_f, tt.type_i, tt.lat_tab, tt.take_tab, tt.est_tab,
-                         spill, thr_s, slo_s, pool.env_free_at, pool.env_alive, pool.env_prov,
+        def kernel(arrivals, t_start, t_end, spill, thr_s, evict_slot=-1, evict_t=0.0, piece=0):
+            cq_limit = min(cfg.router.max_queue_per_instance * route.shape[0], ROUTER_QUEUE_CAPACITY)
+            K.run_window(arrivals, idx0, t_start, t_end, route, route.shape[0], live, live.shape[0],
+                         evict_slot, evict_t, fleet.inst_f, fleet.inst_i, fleet.qt, fleet.qa, fleet.qi,
+                         fleet.queue_capacity - 1, cq_t, cq_a, cq_i, cq_limit,
+                         tt.type_f, tt.type_i, tt.lat_tab, tt.take_tab, tt.est_tab,
+                         spill, thr_s, slo_s, pool.busy_t, pool.busy_p, pool.idle_t,
                          fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n, hist, win_hist, counters, lat_out,
                          (self.seed * 1_000_003 + k * 64 + piece) % (2**32 - 1))
 
@@ -178,16 +183,20 @@ class Simulation:
             cut, evict_slot, evict_t = 0, -1, 0.0
             for piece, inst in enumerate(reclaims):
                 stop = int(np.searchsorted(arrivals, inst.reclaim_at_s, side="left"))
-                kernel(arrivals[cut:stop], inst.reclaim_at_s, spill, thr_s, evict_slot, evict_t, piece)
+                kernel(arrivals[cut:stop], evict_t if piece else t0, inst.reclaim_at_s, spill, thr_s,
+                       evict_slot, evict_t, piece)
                 idx0 += stop - cut
                 cut, evict_slot, evict_t = stop, inst.slot, inst.reclaim_at_s
                 fleet.reclaim(inst)
                 interruptions += 1
-            kernel(arrivals[cut:], t1, spill, thr_s, evict_slot, evict_t, len(reclaims))
+            kernel(arrivals[cut:], evict_t if reclaims else t0, t1, spill, thr_s, evict_slot, evict_t, len(reclaims))
             idx0 += arrivals.shape[0] - cut
             if last_window:
                 # End of the span: due retries run and every queued request finishes; counted here.
-                kernel(arrivals[:0], math.inf, spill, thr_s, piece=len(reclaims) + 1)
+                kernel(arrivals[:0], t1, math.inf, spill, thr_s, piece=len(reclaims) + 1)
+                # Requests still at the router with no instance left to take them are lost.
+                counters[K.C_DROPPED] += fn_s[K.FS_CQ_LEN]
+                fn_s[K.FS_CQ_LEN] = 0
                 fleet.end_all(t1)
             fleet.settle(t1)
             iaas = fleet.accrue(t1 if not last_window else math.inf)
@@ -217,7 +226,8 @@ class Simulation:
                         "served_function_warm": int(counters[K.C_SERVED_WARM]),
                         "served_function_cold": int(counters[K.C_SERVED_COLD]),
                         "dropped": int(counters[K.C_DROPPED]), "throttled": int(counters[K.C_THROTTLED]),
-                        "retries": int(counters[K.C_RETRIES]), "spot_reclaimed": len(reclaims),
+                        "retries": int(counters[K.C_RETRIES]), "router_queued": int(counters[K.C_ROUTER_QUEUED]),
+                        "spot_reclaimed": len(reclaims),
                         "iaas_usd": iaas["on-demand"] + iaas["spot"], "faas_usd": sum(faas.values()),
                         "p50_ms": percentile_ms(win_hist, 0.5), "p99_ms": p99,
                         "slo_miss": int(counters[K.C_SLO_MISS]), "reason": decision.reason})
@@ -261,6 +271,7 @@ def _summary(sim: Simulation, rows, total, hist, fleet: SimFleet, costs: dict, i
         "p99_ms": _num(percentile_ms(all_hist, 0.99)), "p999_ms": _num(percentile_ms(all_hist, 0.999)),
         "faas_fraction": served_fn / requests if requests else 0.0,
         "dropped": dropped, "throttled": int(total[K.C_THROTTLED]), "retries": int(total[K.C_RETRIES]),
+        "router_queued": int(total[K.C_ROUTER_QUEUED]),
         "cold_starts": int(total[K.C_COLD_STARTS]),
         "function_busy_seen_mean": total[K.C_FN_BUSY_SEEN] / fn_arrivals if fn_arrivals else 0.0,
         "spot_interruptions": interruptions, "evicted": int(total[K.C_EVICTED]),

@@ -55,14 +55,13 @@ class SimInstance:
 class SimFleet:
     """Instance state for the kernel, in slot-indexed arrays that grow as the fleet grows.
 
-    The queue ring buffers have a power-of-two capacity (>= the router's queue limit) so that the
-    kernel wraps indices with a mask instead of a division.
+    The queue ring buffers have a power-of-two capacity (>= the largest outstanding limit) so that
+    the kernel wraps indices with a mask instead of a division.
     """
 
-    def __init__(self, type_index: dict[str, int], queue_limit: int, slots: int = 16):
+    def __init__(self, type_index: dict[str, int], queue_capacity: int, slots: int = 16):
         self.type_index = type_index
-        self.queue_limit = queue_limit
-        self.queue_capacity = 1 << max(0, (queue_limit - 1).bit_length())
+        self.queue_capacity = queue_capacity
         self.instances: dict[str, SimInstance] = {}
         self.finished: list[SimInstance] = []   # ended and fully accrued
         self._free_slots: list[int] = []
@@ -97,7 +96,8 @@ class SimFleet:
         inst = SimInstance(f"sim-{self._seq:06d}", instance_type, market, slot, usd_per_h,
                            billing_minimum_s, launched_at_s, ready_at_s, decision_id,
                            accrued_to_s=launched_at_s)
-        self.inst_i[slot] = (self.type_index[instance_type], 0, 0)
+        self.inst_i[slot] = 0
+        self.inst_i[slot, K.II_TYPE] = self.type_index[instance_type]
         f = self.inst_f[slot]
         f[K.IF_FREE] = f[K.IF_READY] = f[K.IF_LAST_DONE] = ready_at_s
         f[K.IF_ACCEPT_UNTIL] = np.inf

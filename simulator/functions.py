@@ -1,37 +1,47 @@
 """Simulated function pool: execution environments with keep-alive, cold starts and provisioning.
 
-One request per environment at a time (Lambda's model). The arrays hold one slot per allowed
-concurrent environment, so running out of slots is exactly hitting the concurrency limit.
+One request per environment at a time (Lambda's model). Environments are anonymous, so the pool
+keeps times only (see simulator.kernel): a min-heap of busy environments' finish times with a
+provisioned flag, a ring-buffer deque of idle environments' free times, and counts of
+provisioned environments in the state vector `fn_s`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from provisioners.base import FunctionSpec
+from simulator import kernel as K
 
 
 class SimFunctionPool:
-    def __init__(self, max_concurrency: int, memory_mb: int):
-        self.env_free_at = np.full(max_concurrency, -np.inf)
-        self.env_alive = np.zeros(max_concurrency, np.int8)
-        self.env_prov = np.zeros(max_concurrency, np.int8)
+    def __init__(self, max_concurrency: int, memory_mb: int, fn_s: np.ndarray):
+        self.busy_t = np.zeros(max_concurrency)
+        self.busy_p = np.zeros(max_concurrency, np.int64)
+        self.idle_t = np.zeros(1 << max(0, (max_concurrency - 1).bit_length()))
+        self.fn_s = fn_s
         self.spec = FunctionSpec(memory_mb, 0, max_concurrency)
 
     def configure(self, spec: FunctionSpec, now_s: float) -> None:
-        """Set provisioned concurrency: new provisioned environments are warm from now on
-        (AWS takes a few minutes to allocate them; the simulator does not model that yet);
-        released ones become ordinary environments that expire after keep-alive."""
-        have = np.flatnonzero(self.env_prov == 1)
-        want = min(spec.warm_concurrency, self.env_free_at.shape[0])
-        if len(have) > want:
-            self.env_prov[have[want:]] = 0
-        elif len(have) < want:
-            idle_dead = np.flatnonzero(self.env_alive == 0)[: want - len(have)]
-            self.env_alive[idle_dead] = 1
-            self.env_prov[idle_dead] = 1
-            self.env_free_at[idle_dead] = now_s
+        """Set provisioned concurrency. New provisioned environments are warm from now on (AWS
+        takes a few minutes to allocate them; the simulator does not model that yet); released
+        idle ones become ordinary environments that expire after keep-alive, busy ones when they
+        finish."""
+        s = self.fn_s
+        envs = s[K.FS_BUSY] + s[K.FS_IDLE_LEN] + s[K.FS_PROV_IDLE]
+        have = s[K.FS_PROV_IDLE] + s[K.FS_PROV_BUSY]
+        want = float(spec.warm_concurrency)
+        if want > have:
+            s[K.FS_PROV_IDLE] += min(want - have, spec.max_concurrency - envs)
+        elif want < have:
+            release = min(have - want, s[K.FS_PROV_IDLE])
+            s[K.FS_PROV_IDLE] -= release
+            mask = self.idle_t.shape[0] - 1
+            for _ in range(int(release)):
+                self.idle_t[int(s[K.FS_IDLE_HEAD] + s[K.FS_IDLE_LEN]) & mask] = now_s
+                s[K.FS_IDLE_LEN] += 1
+        s[K.FS_PROV_TARGET] = want
         self.spec = spec
 
     @property
     def provisioned(self) -> int:
-        return int(self.env_prov.sum())
+        return int(self.fn_s[K.FS_PROV_TARGET])

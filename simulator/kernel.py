@@ -3,23 +3,32 @@
 Compiled with numba and run between two controller ticks over that interval's arrivals, so the
 per-request work never touches the Python interpreter. Times are seconds since the trace start.
 
+Router (late binding, as Knative's activator and Ray Serve's router do it). Each instance holds
+at most L outstanding requests (`limit`: router.max_outstanding_batches x its max batch). A
+request goes to the instance with the earliest expected completion among those with room; when
+every instance is full it waits in the router's FIFO queue and is handed to the first instance
+that frees room. It spills to functions instead when spilling is on and its expected completion
+is more than `spill_thr_s` away (or no instance can ever take it). With L = 1 and unbatched
+instances this is exactly the M/M/c (or M/G/c) central queue, which the validation tests check.
+A throttled function request joins the router queue if there are instances, else it is retried
+with exponential backoff (or dropped, per config).
+
 Instances are simulated lazily and exactly. A batch's start depends only on requests that
-arrived before it, so each instance keeps `next_start`, the time its next batch would begin given
-its queue, and is advanced (its batches started) only when a request arrives after that time.
-Triton's dynamic batcher fires when the queue can form a batch of `fire` requests (the smallest
-preferred batch size, or max_batch) or the oldest request has waited `max_queue_delay`, whichever
-is first, and never before the model instance is free:
+arrived before it, so each instance keeps `next_start`, when its next batch would begin given
+its queue, and is advanced only when time passes that point. Triton's dynamic batcher fires when
+the queue can form a batch of `fire` requests (the smallest preferred batch size, or max_batch)
+or the oldest request has waited `max_queue_delay`, whichever is first, and never before the
+model instance is free:
 
     start = max(free_at, min(oldest + max_delay, arrival of the fire-th queued request))
 
 It takes the queued requests that arrived by `start` (at most max_batch); with preferred sizes,
-the largest preferred size that fits (else all of them). With max_batch = 1 and max_delay = 0
-this is a FIFO single server, which the M/D/1 and M/M/1 tests check.
+the largest preferred size that fits. With max_batch = 1 and max_delay = 0 it is a FIFO server.
 
-The router sends a request to the ready, accepting instance with the earliest expected
-completion (`_expected_done`), or to functions when spilling is on and that completion would be
-more than `spill_thr_s` away (or no instance can take it). A throttled function request goes to
-the best instance if there is one, else is retried with exponential backoff or dropped.
+Functions: one request per execution environment. Environments are anonymous, so the pool keeps
+only times: a min-heap of busy environments' finish times, a deque of idle ones' free times
+(oldest at the bottom expire first, the most recently freed at the top is reused first, so the
+rest can expire) and a count of idle provisioned ones, which serve first and never expire.
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import math
 import numpy as np
 from numba import njit
 
-from simulator.histogram import LO_MS, LOG_RATIO, N_BINS
+from simulator.histogram import E_MIN, N_BINS, SUB
 
 PATH_INSTANCE, PATH_WARM, PATH_COLD = 0, 1, 2
 
@@ -39,28 +48,31 @@ C_FN_MS_ON_DEMAND, C_FN_MS_PROVISIONED, C_FN_REQUESTS = 6, 7, 8
 C_COLD_STARTS, C_ARRIVALS, C_RETRIES, C_EVICTED = 9, 10, 11, 12
 C_FN_ARRIVALS, C_FN_BUSY_SEEN = 13, 14            # PASTA: busy environments seen by arrivals
 C_LAT_SUM_INSTANCE, C_LAT_SUM_WARM, C_LAT_SUM_COLD = 15, 16, 17   # seconds, for means
-N_COUNTERS = 18
+C_ROUTER_QUEUED = 18                              # requests that waited in the router's queue
+N_COUNTERS = 19
 
 # Instance state: float columns of `inst_f`, int columns of `inst_i`.
 IF_FREE, IF_READY, IF_ACCEPT_UNTIL, IF_LAST_DONE, IF_NEXT = 0, 1, 2, 3, 4
 N_IF = 5
-II_TYPE, II_HEAD, II_LEN = 0, 1, 2
-N_II = 3
+II_TYPE, II_HEAD, II_LEN, II_INFLIGHT = 0, 1, 2, 3
+N_II = 4
 # Per instance type: float params, int params.
 TF_DELAY, TF_SIGMA, TF_EXPONENTIAL = 0, 1, 2
 N_TF = 3
-TI_BMAX, TI_FIRE = 0, 1
-N_TI = 2
+TI_BMAX, TI_FIRE, TI_LIMIT = 0, 1, 2
+N_TI = 3
 # Functions: float params, int params, float state.
 FP_KEEP_ALIVE, FP_SVC, FP_SIGMA, FP_EXPONENTIAL, FP_COLD1, FP_COLD2 = 0, 1, 2, 3, 4, 5
 FP_RETRY_DELAY, FP_TOKEN_RATE, FP_TOKEN_MAX, FP_COLD_LO, FP_COLD_HI = 6, 7, 8, 9, 10
 N_FP = 11
-FI_COLD_KIND, FI_BILLS_INIT, FI_MAX_RETRIES, FI_RETRY = 0, 1, 2, 3
-N_FI = 4
-FS_TOKENS, FS_TOKENS_T, FS_N_HI, FS_RETRY_SIZE = 0, 1, 2, 3
-N_FS = 4
+FI_COLD_KIND, FI_BILLS_INIT, FI_MAX_RETRIES, FI_RETRY, FI_MAX_ENVS = 0, 1, 2, 3, 4
+N_FI = 5
+FS_TOKENS, FS_TOKENS_T, FS_RETRY_SIZE = 0, 1, 2
+FS_BUSY, FS_IDLE_HEAD, FS_IDLE_LEN, FS_PROV_TARGET, FS_PROV_IDLE, FS_PROV_BUSY = 3, 4, 5, 6, 7, 8
+FS_CQ_HEAD, FS_CQ_LEN = 9, 10
+N_FS = 11
 
-# Distribution codes for cold starts (see simulator.engine.dist_params).
+# Distribution codes for cold starts (see simulator.tables.dist_params).
 D_FIXED, D_LOGNORMAL, D_UNIFORM, D_NORMAL = 0, 1, 2, 3
 
 
@@ -87,10 +99,12 @@ def _jitter(sigma, exponential):
 
 @njit(cache=True, inline="always")
 def _record(latency_s, path, idx, slo_s, hist, win_hist, counters, lat_out):
+    # Bin by exponent and mantissa (see simulator.histogram): no logarithm per request.
     ms = latency_s * 1000.0
     b = 0
-    if ms > LO_MS:
-        b = int(math.log(ms / LO_MS) / LOG_RATIO)
+    if ms >= 2.0 ** E_MIN:
+        m, e = math.frexp(ms)
+        b = (e - 1 - E_MIN) * SUB + int((2.0 * m - 1.0) * SUB)
         if b >= N_BINS:
             b = N_BINS - 1
     hist[path, b] += 1
@@ -143,153 +157,204 @@ def _advance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, t
         counters[C_SERVED_INSTANCE] += take
         inst_i[i, II_HEAD] = (h + take) & qmask
         inst_i[i, II_LEN] = n_q - take
+        inst_i[i, II_INFLIGHT] = take
         inst_f[i, IF_FREE] = done
         inst_f[i, IF_LAST_DONE] = done
         _update_next(i, inst_f, inst_i, qt, qmask, type_f, type_i)
 
 
-@njit(cache=True)
-def advance_instance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
-                     hist, win_hist, counters, lat_out):
-    """Start every batch of instance i whose start time is before t (t = inf: finish the queue)."""
-    _advance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
-             hist, win_hist, counters, lat_out)
+@njit(cache=True, inline="always")
+def _outstanding(i, t, inst_f, inst_i):
+    """Requests instance i holds at t: queued plus the batch still in service."""
+    n = inst_i[i, II_LEN]
+    if inst_f[i, IF_FREE] > t:
+        n += inst_i[i, II_INFLIGHT]
+    return n
 
 
 @njit(cache=True, inline="always")
-def _heap_push(rh_t, rh_a, rh_i, rh_n, size, t, a, idx, attempt):
-    """Push onto the retry min-heap (keyed by retry time); returns the new size (-1 if full)."""
-    if size >= rh_t.shape[0]:
+def _est(ty, q, est_tab, lat_tab, type_i):
+    """Router's estimate of the time to serve q queued requests in batches of max_batch."""
+    if q < est_tab.shape[1]:
+        return est_tab[ty, q]
+    bmax = type_i[ty, TI_BMAX]
+    full = (q - 1) // bmax
+    return full * lat_tab[ty, bmax] + lat_tab[ty, q - full * bmax]
+
+
+@njit(cache=True, inline="always")
+def _enqueue(i, t, a, idx, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i):
+    k = (inst_i[i, II_HEAD] + inst_i[i, II_LEN]) & qmask
+    qt[i, k] = t
+    qa[i, k] = a
+    qi[i, k] = idx
+    inst_i[i, II_LEN] += 1
+    _update_next(i, inst_f, inst_i, qt, qmask, type_f, type_i)
+
+
+@njit(cache=True, inline="always")
+def _heap_push(h_t, h_a, h_i, h_n, size, t, a, idx, n):
+    """Push onto a min-heap keyed by h_t; returns the new size (-1 if full)."""
+    if size >= h_t.shape[0]:
         return -1
     k = size
     while k > 0:
         parent = (k - 1) >> 1
-        if rh_t[parent] <= t:
+        if h_t[parent] <= t:
             break
-        rh_t[k], rh_a[k], rh_i[k], rh_n[k] = rh_t[parent], rh_a[parent], rh_i[parent], rh_n[parent]
+        h_t[k], h_a[k], h_i[k], h_n[k] = h_t[parent], h_a[parent], h_i[parent], h_n[parent]
         k = parent
-    rh_t[k], rh_a[k], rh_i[k], rh_n[k] = t, a, idx, attempt
+    h_t[k], h_a[k], h_i[k], h_n[k] = t, a, idx, n
     return size + 1
 
 
 @njit(cache=True, inline="always")
-def _heap_pop(rh_t, rh_a, rh_i, rh_n, size):
+def _heap_pop(h_t, h_a, h_i, h_n, size):
     """Remove the heap's top (the caller read it first); returns the new size."""
     size -= 1
-    t, a, idx, n = rh_t[size], rh_a[size], rh_i[size], rh_n[size]
+    t, a, idx, n = h_t[size], h_a[size], h_i[size], h_n[size]
     k = 0
     while True:
         c = 2 * k + 1
         if c >= size:
             break
-        if c + 1 < size and rh_t[c + 1] < rh_t[c]:
+        if c + 1 < size and h_t[c + 1] < h_t[c]:
             c += 1
-        if rh_t[c] >= t:
+        if h_t[c] >= t:
             break
-        rh_t[k], rh_a[k], rh_i[k], rh_n[k] = rh_t[c], rh_a[c], rh_i[c], rh_n[c]
+        h_t[k], h_a[k], h_i[k], h_n[k] = h_t[c], h_a[c], h_i[c], h_n[c]
         k = c
-    rh_t[k], rh_a[k], rh_i[k], rh_n[k] = t, a, idx, n
+    h_t[k], h_a[k], h_i[k], h_n[k] = t, a, idx, n
     return size
 
 
 @njit(cache=True, inline="always")
-def _invoke_function(t, a, idx, env_f, env_alive, env_prov, fn_p, fn_i, fn_s, slo_s,
+def _invoke_function(t, a, idx, busy_t, busy_p, idle_t, fn_p, fn_i, fn_s, slo_s,
                      hist, win_hist, counters, lat_out):
     """Serve one request on a function; returns False when throttled."""
+    imask = idle_t.shape[0] - 1
+    n_busy = int(fn_s[FS_BUSY])
+    head, n_idle = int(fn_s[FS_IDLE_HEAD]), int(fn_s[FS_IDLE_LEN])
+    # Environments that finished by t become idle (in finish order, so the deque stays sorted).
+    while n_busy > 0 and busy_t[0] <= t:
+        f, prov = busy_t[0], busy_p[0]
+        n_busy = _pop_busy(busy_t, busy_p, n_busy)
+        if prov == 1:
+            fn_s[FS_PROV_BUSY] -= 1
+            if fn_s[FS_PROV_IDLE] + fn_s[FS_PROV_BUSY] < fn_s[FS_PROV_TARGET]:
+                fn_s[FS_PROV_IDLE] += 1
+                continue
+        idle_t[(head + n_idle) & imask] = f
+        n_idle += 1
+    # Idle past keep-alive: those environments are gone (the oldest are at the bottom).
     keep_alive = fn_p[FP_KEEP_ALIVE]
-    best = -1
-    best_free = -math.inf
-    best_prov = False
-    dead = -1
-    busy = 0
-    n_hi = int(fn_s[FS_N_HI])
-    for k in range(n_hi):
-        if env_alive[k] == 0:
-            if dead < 0:
-                dead = k
-            continue
-        f = env_f[k]
-        if f > t:
-            busy += 1
-            continue
-        if env_prov[k] == 0 and f + keep_alive < t:
-            env_alive[k] = 0               # idle past keep-alive: the environment is gone
-            if dead < 0:
-                dead = k
-            continue
-        prov = env_prov[k] == 1
-        # Provisioned environments serve first (as Lambda does); then the most recently used
-        # idle one, so that the others can expire.
-        if best < 0 or (prov and not best_prov) or (prov == best_prov and f > best_free):
-            best, best_free, best_prov = k, f, prov
-    while n_hi > 0 and env_alive[n_hi - 1] == 0:
-        n_hi -= 1
+    while n_idle > 0 and idle_t[head] + keep_alive < t:
+        head = (head + 1) & imask
+        n_idle -= 1
     counters[C_FN_ARRIVALS] += 1
-    counters[C_FN_BUSY_SEEN] += busy
+    counters[C_FN_BUSY_SEEN] += n_busy
     svc = fn_p[FP_SVC] * _jitter(fn_p[FP_SIGMA], fn_p[FP_EXPONENTIAL] != 0.0)
-    if best >= 0:
-        env_f[best] = t + svc
-        fn_s[FS_N_HI] = n_hi
+    warm = True
+    prov = 0
+    init = 0.0
+    if fn_s[FS_PROV_IDLE] >= 1.0:
+        fn_s[FS_PROV_IDLE] -= 1
+        fn_s[FS_PROV_BUSY] += 1
+        prov = 1
+    elif n_idle > 0:
+        n_idle -= 1                       # the most recently freed environment
+    else:
+        # A new execution environment: needs room under the concurrency limit and a
+        # burst-scaling token (Lambda adds at most `burst` environments per 10 s).
+        tokens = min(fn_p[FP_TOKEN_MAX], fn_s[FS_TOKENS] + (t - fn_s[FS_TOKENS_T]) * fn_p[FP_TOKEN_RATE])
+        fn_s[FS_TOKENS_T] = t
+        envs = n_busy + n_idle + fn_s[FS_PROV_IDLE]
+        if envs >= fn_i[FI_MAX_ENVS] or tokens < 1.0:
+            fn_s[FS_TOKENS] = tokens
+            fn_s[FS_BUSY], fn_s[FS_IDLE_HEAD], fn_s[FS_IDLE_LEN] = n_busy, head, n_idle
+            counters[C_THROTTLED] += 1
+            return False
+        fn_s[FS_TOKENS] = tokens - 1.0
+        warm = False
+        init = _draw(fn_i[FI_COLD_KIND], fn_p[FP_COLD1], fn_p[FP_COLD2])
+        # The distribution's optional clip bounds (high = 0: none), as Distribution.sample does.
+        if init < fn_p[FP_COLD_LO]:
+            init = fn_p[FP_COLD_LO]
+        if fn_p[FP_COLD_HI] > 0.0 and init > fn_p[FP_COLD_HI]:
+            init = fn_p[FP_COLD_HI]
+    n_busy = _push_busy(busy_t, busy_p, n_busy, t + init + svc, prov)
+    fn_s[FS_BUSY], fn_s[FS_IDLE_HEAD], fn_s[FS_IDLE_LEN] = n_busy, head, n_idle
+    counters[C_FN_REQUESTS] += 1
+    if warm:
         _record(t - a + svc, PATH_WARM, idx, slo_s, hist, win_hist, counters, lat_out)
         counters[C_SERVED_WARM] += 1
-        counters[C_FN_REQUESTS] += 1
         billed = math.ceil(svc * 1000.0 - 1e-9)
-        if best_prov:
+        if prov == 1:
             counters[C_FN_MS_PROVISIONED] += billed
         else:
             counters[C_FN_MS_ON_DEMAND] += billed
-        return True
-    # A new execution environment: needs a free concurrency slot and a burst-scaling token.
-    if dead < 0 or dead >= n_hi:
-        dead = n_hi
-    tokens = min(fn_p[FP_TOKEN_MAX], fn_s[FS_TOKENS] + (t - fn_s[FS_TOKENS_T]) * fn_p[FP_TOKEN_RATE])
-    fn_s[FS_TOKENS_T] = t
-    if dead >= env_f.shape[0] or tokens < 1.0:
-        fn_s[FS_TOKENS] = tokens
-        fn_s[FS_N_HI] = n_hi
-        counters[C_THROTTLED] += 1
-        return False
-    fn_s[FS_TOKENS] = tokens - 1.0
-    init = _draw(fn_i[FI_COLD_KIND], fn_p[FP_COLD1], fn_p[FP_COLD2])
-    # The distribution's optional clip bounds (high = 0: none), as Distribution.sample applies them.
-    if init < fn_p[FP_COLD_LO]:
-        init = fn_p[FP_COLD_LO]
-    if fn_p[FP_COLD_HI] > 0.0 and init > fn_p[FP_COLD_HI]:
-        init = fn_p[FP_COLD_HI]
-    env_alive[dead] = 1
-    env_prov[dead] = 0
-    env_f[dead] = t + init + svc
-    if dead >= n_hi:
-        n_hi = dead + 1
-    fn_s[FS_N_HI] = n_hi
-    _record(t - a + init + svc, PATH_COLD, idx, slo_s, hist, win_hist, counters, lat_out)
-    counters[C_SERVED_COLD] += 1
-    counters[C_COLD_STARTS] += 1
-    counters[C_FN_REQUESTS] += 1
-    billed_s = (init if fn_i[FI_BILLS_INIT] != 0 else 0.0) + svc
-    counters[C_FN_MS_ON_DEMAND] += math.ceil(billed_s * 1000.0 - 1e-9)
+    else:
+        _record(t - a + init + svc, PATH_COLD, idx, slo_s, hist, win_hist, counters, lat_out)
+        counters[C_SERVED_COLD] += 1
+        counters[C_COLD_STARTS] += 1
+        billed_s = (init if fn_i[FI_BILLS_INIT] != 0 else 0.0) + svc
+        counters[C_FN_MS_ON_DEMAND] += math.ceil(billed_s * 1000.0 - 1e-9)
     return True
 
 
+@njit(cache=True, inline="always")
+def _push_busy(busy_t, busy_p, size, t, prov):
+    k = size
+    while k > 0:
+        parent = (k - 1) >> 1
+        if busy_t[parent] <= t:
+            break
+        busy_t[k], busy_p[k] = busy_t[parent], busy_p[parent]
+        k = parent
+    busy_t[k], busy_p[k] = t, prov
+    return size + 1
+
+
+@njit(cache=True, inline="always")
+def _pop_busy(busy_t, busy_p, size):
+    size -= 1
+    t, p = busy_t[size], busy_p[size]
+    k = 0
+    while True:
+        c = 2 * k + 1
+        if c >= size:
+            break
+        if c + 1 < size and busy_t[c + 1] < busy_t[c]:
+            c += 1
+        if busy_t[c] >= t:
+            break
+        busy_t[k], busy_p[k] = busy_t[c], busy_p[c]
+        k = c
+    busy_t[k], busy_p[k] = t, p
+    return size
+
+
 @njit(cache=True)
-def run_window(arrivals, idx0, t_end, route, n_route, live, n_live, evict_slot, evict_t,
-               inst_f, inst_i, qt, qa, qi, qmask, qlimit,
+def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evict_slot, evict_t,
+               inst_f, inst_i, qt, qa, qi, qmask, cq_t, cq_a, cq_i, cq_limit,
                type_f, type_i, lat_tab, take_tab, est_tab, spill, spill_thr_s, slo_s,
-               env_f, env_alive, env_prov, fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n,
+               busy_t, busy_p, idle_t, fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n,
                hist, win_hist, counters, lat_out, seed):
-    """Route and serve `arrivals` (sorted, within [window start, t_end)) and the retries due
-    before t_end, then start every batch that begins before t_end. Arrival j has global index
-    idx0 + j.
+    """Route and serve `arrivals` (sorted, within [t_start, t_end)) and the retries and
+    router-queue hand-offs due before t_end, then start every batch that begins before t_end.
+    Arrival j has global index idx0 + j.
 
     If evict_slot >= 0, that instance was reclaimed (spot) at evict_t: batches that started by
     then finish, and its remaining queue is routed again at evict_t.
 
-    Retries and evictions go through the same time-ordered loop as arrivals (a min-heap merged
-    with the sorted arrivals), so routing is written once and inlined: numba function calls with
-    dozens of array arguments cost more than the routing itself.
+    Arrivals, retries (a min-heap) and hand-offs from the router queue are merged in time order
+    in one loop, so routing is written once and inlined: numba calls with dozens of array
+    arguments would cost more than the routing itself.
     """
     np.random.seed(seed)
     size = int(fn_s[FS_RETRY_SIZE])
+    cmask = cq_t.shape[0] - 1
+    t_prev = t_start
     if evict_slot >= 0:
         i = evict_slot
         _advance(i, evict_t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
@@ -308,32 +373,84 @@ def run_window(arrivals, idx0, t_end, route, n_route, live, n_live, evict_slot, 
     n_arr = arrivals.shape[0]
     j = 0
     while True:
+        t_arr = arrivals[j] if j < n_arr else math.inf
+        t_ret = rh_t[0] if size > 0 else math.inf
+        t_evt = t_arr if t_arr < t_ret else t_ret
+        if t_evt > t_end:
+            t_evt = t_end
+        # Hand requests waiting in the router queue to instances that free room by t_evt, in
+        # time order. Instances are advanced no further than t_prev (the last event handled), so
+        # a handed-off request can still join a batch that starts at the moment room appears.
+        while fn_s[FS_CQ_LEN] > 0:
+            best, best_t = -1, math.inf
+            for r in range(n_route):
+                i = route[r]
+                ready = inst_f[i, IF_READY]
+                accept_until = inst_f[i, IF_ACCEPT_UNTIL]
+                limit = type_i[inst_i[i, II_TYPE], TI_LIMIT]
+                if ready >= accept_until:
+                    continue
+                if _outstanding(i, t_prev, inst_f, inst_i) < limit:
+                    room_at = ready if ready > t_prev else t_prev
+                else:
+                    if inst_f[i, IF_FREE] <= t_prev:
+                        # Full with no batch in service: its next batch starts now (no request can
+                        # join a full instance anyway), and room appears when that batch ends.
+                        _advance(i, np.nextafter(inst_f[i, IF_NEXT], math.inf), inst_f, inst_i, qt, qa, qi,
+                                 qmask, type_f, type_i, lat_tab, take_tab, slo_s, hist, win_hist, counters,
+                                 lat_out)
+                    room_at = inst_f[i, IF_FREE]
+                if room_at < accept_until and room_at < best_t:
+                    best, best_t = i, room_at
+            if best < 0 or best_t > t_evt:
+                break
+            t_prev = best_t
+            _advance(best, best_t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
+                     hist, win_hist, counters, lat_out)
+            room = type_i[inst_i[best, II_TYPE], TI_LIMIT] - _outstanding(best, best_t, inst_f, inst_i)
+            while room > 0 and fn_s[FS_CQ_LEN] > 0:
+                h = int(fn_s[FS_CQ_HEAD])
+                _enqueue(best, best_t, cq_a[h], cq_i[h], inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i)
+                fn_s[FS_CQ_HEAD] = (h + 1) & cmask
+                fn_s[FS_CQ_LEN] -= 1
+                room -= 1
         # The next event: a due retry (first on ties) or the next arrival.
-        if size > 0 and rh_t[0] < t_end and (j >= n_arr or rh_t[0] <= arrivals[j]):
+        if size > 0 and t_ret < t_end and t_ret <= t_arr:
             t, a, idx, attempt = rh_t[0], rh_a[0], rh_i[0], rh_n[0]
             size = _heap_pop(rh_t, rh_a, rh_i, rh_n, size)
         elif j < n_arr:
-            t = arrivals[j]
+            t = t_arr
             a, idx, attempt = t, idx0 + j, 0
             j += 1
             counters[C_ARRIVALS] += 1
         else:
             break
+        t_prev = t
         best = -1
         best_done = math.inf
+        wait_done = math.inf      # expected completion via the router queue
+        n_open = 0
         for r in range(n_route):
             i = route[r]
             if inst_f[i, IF_NEXT] < t:
                 _advance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
                          hist, win_hist, counters, lat_out)
+            if t >= inst_f[i, IF_ACCEPT_UNTIL]:
+                continue
+            n_open += 1
+            ty = inst_i[i, II_TYPE]
+            free = inst_f[i, IF_FREE]
             q = inst_i[i, II_LEN]
-            if inst_f[i, IF_READY] > t or t >= inst_f[i, IF_ACCEPT_UNTIL] or q >= qlimit:
+            if inst_f[i, IF_READY] > t or fn_s[FS_CQ_LEN] > 0 or _outstanding(i, t, inst_f, inst_i) >= type_i[ty, TI_LIMIT]:
+                # Full (or booting): the request could wait in the router queue for this one.
+                start = free if free > inst_f[i, IF_READY] else inst_f[i, IF_READY]
+                d = start + _est(ty, q + 1 + int(fn_s[FS_CQ_LEN]), est_tab, lat_tab, type_i)
+                if d < wait_done:
+                    wait_done = d
                 continue
             # Expected completion if this request joined: the batch in service ends (or, on an
             # idle instance, the batcher waits its delay unless this request fills a batch), then
             # the queued requests ahead of it and itself in batches of max_batch (est_tab).
-            ty = inst_i[i, II_TYPE]
-            free = inst_f[i, IF_FREE]
             if free > t:
                 d = free + est_tab[ty, q + 1]
             elif q + 1 < type_i[ty, TI_FIRE]:
@@ -342,11 +459,14 @@ def run_window(arrivals, idx0, t_end, route, n_route, live, n_live, evict_slot, 
                 d = t + est_tab[ty, q + 1]
             if d < best_done:
                 best, best_done = i, d
-        if spill and (best < 0 or best_done - t > spill_thr_s):
-            if _invoke_function(t, a, idx, env_f, env_alive, env_prov, fn_p, fn_i, fn_s, slo_s,
+        expected = best_done if best >= 0 else wait_done
+        can_wait = best < 0 and n_open > 0 and fn_s[FS_CQ_LEN] < cq_limit
+        if spill and (best < 0 and not can_wait or expected - t > spill_thr_s):
+            if _invoke_function(t, a, idx, busy_t, busy_p, idle_t, fn_p, fn_i, fn_s, slo_s,
                                 hist, win_hist, counters, lat_out):
                 continue
-            if best < 0:
+            # Throttled: an instance (now, or via the router queue) beats losing the request.
+            if best < 0 and not can_wait:
                 if fn_i[FI_RETRY] != 0 and attempt < fn_i[FI_MAX_RETRIES]:
                     pushed = _heap_push(rh_t, rh_a, rh_i, rh_n, size,
                                         t + fn_p[FP_RETRY_DELAY] * (2.0 ** attempt), a, idx, attempt + 1)
@@ -356,16 +476,15 @@ def run_window(arrivals, idx0, t_end, route, n_route, live, n_live, evict_slot, 
                         continue
                 counters[C_DROPPED] += 1
                 continue
-            # Throttled, but an instance can take it: a slow queue beats losing the request.
-        if best < 0:
+        if best >= 0:
+            _enqueue(best, t, a, idx, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i)
+        elif can_wait:
+            k = (int(fn_s[FS_CQ_HEAD]) + int(fn_s[FS_CQ_LEN])) & cmask
+            cq_t[k], cq_a[k], cq_i[k] = t, a, idx
+            fn_s[FS_CQ_LEN] += 1
+            counters[C_ROUTER_QUEUED] += 1
+        else:
             counters[C_DROPPED] += 1
-            continue
-        k = (inst_i[best, II_HEAD] + inst_i[best, II_LEN]) & qmask
-        qt[best, k] = t
-        qa[best, k] = a
-        qi[best, k] = idx
-        inst_i[best, II_LEN] += 1
-        _update_next(best, inst_f, inst_i, qt, qmask, type_f, type_i)
     fn_s[FS_RETRY_SIZE] = size
     for r in range(n_live):
         i = live[r]

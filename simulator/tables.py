@@ -15,10 +15,15 @@ from simulator import kernel as K
 class TypeTables:
     index: dict[str, int]     # instance type -> row
     type_f: np.ndarray        # [type, TF_*]: max queue delay (s), jitter sigma, exponential flag
-    type_i: np.ndarray        # [type, TI_*]: max batch, fire size
+    type_i: np.ndarray        # [type, TI_*]: max batch, fire size, outstanding limit
     lat_tab: np.ndarray       # [type, b]: median latency (s) of a batch of b
     take_tab: np.ndarray      # [type, n]: batch size taken when n requests are available
     est_tab: np.ndarray       # [type, q]: router's estimate of the work for q queued requests (s)
+    queue_capacity: int       # power of two >= the largest outstanding limit
+
+    @property
+    def max_limit(self) -> int:
+        return int(self.type_i[:, K.TI_LIMIT].max())
 
 
 def lognormal_sigma(cv: float) -> float:
@@ -26,20 +31,21 @@ def lognormal_sigma(cv: float) -> float:
     return math.sqrt(math.log1p(cv * cv)) if cv > 0 else 0.0
 
 
-def type_tables(scenario: Scenario, queue_limit: int) -> TypeTables:
+def type_tables(scenario: Scenario, cfg: Config) -> TypeTables:
     types = sorted({o.key[0] for o in scenario.options})
     profiles = [scenario.model.instance(t) for t in types]
     bmax = max(p.max_batch for p in profiles)
+    per_batch = cfg.router.max_outstanding_batches
     n = len(types)
     type_f, type_i = np.zeros((n, K.N_TF)), np.zeros((n, K.N_TI), np.int64)
     lat_tab = np.zeros((n, bmax + 1))
     take_tab = np.zeros((n, bmax + 1), np.int64)
-    est_tab = np.zeros((n, queue_limit + 2))
+    est_tab = np.zeros((n, bmax * per_batch + 2))
     for row, p in enumerate(profiles):
         type_f[row] = (p.max_queue_delay_ms / 1000.0, lognormal_sigma(p.jitter_cv),
                        1.0 if p.jitter_dist == "exponential" else 0.0)
         preferred = p.preferred_batch_sizes
-        type_i[row] = (p.max_batch, min(preferred) if preferred else p.max_batch)
+        type_i[row] = (p.max_batch, min(preferred) if preferred else p.max_batch, p.max_batch * per_batch)
         for b in range(1, p.max_batch + 1):
             lat_tab[row, b] = p.latency_ms(b) / 1000.0
             # Triton takes the largest preferred size that the available requests can fill,
@@ -48,11 +54,12 @@ def type_tables(scenario: Scenario, queue_limit: int) -> TypeTables:
             take_tab[row, b] = max(fits) if fits else b
         # q requests in batches of max_batch: (q-1)//B full batches plus the rest.
         # E.g. B = 64, q = 100: one batch of 64 then one of 36.
-        for q in range(1, queue_limit + 2):
+        for q in range(1, est_tab.shape[1]):
             full = (q - 1) // p.max_batch
             rest = q - full * p.max_batch
             est_tab[row, q] = full * lat_tab[row, p.max_batch] + lat_tab[row, rest]
-    return TypeTables({t: i for i, t in enumerate(types)}, type_f, type_i, lat_tab, take_tab, est_tab)
+    capacity = 1 << max(0, (bmax * per_batch - 1).bit_length())
+    return TypeTables({t: i for i, t in enumerate(types)}, type_f, type_i, lat_tab, take_tab, est_tab, capacity)
 
 
 def dist_params(dist) -> tuple[int, float, float]:
@@ -82,6 +89,7 @@ def function_params(scenario: Scenario, cfg: Config) -> tuple[np.ndarray, np.nda
     fn_p[K.FP_TOKEN_RATE] = burst / 10.0
     fn_p[K.FP_TOKEN_MAX] = float(burst)
     fn_i[K.FI_MAX_RETRIES] = fc.max_retries
+    fn_i[K.FI_MAX_ENVS] = fc.max_concurrency
     fn_i[K.FI_RETRY] = 1 if fc.on_throttle == "retry" else 0
     fn_i[K.FI_BILLS_INIT] = 1 if scenario.catalog.functions.bills_init_phase else 0
     if fn is not None:
