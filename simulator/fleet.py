@@ -32,6 +32,7 @@ class SimInstance:
     accrued_to_s: float = 0.0           # the time series has billed it up to here
     reclaim_at_s: float = math.inf      # spot: when EC2 takes it back (notice 120 s before)
     reclaimed: bool = False             # ended by EC2, not by us
+    noticed: bool = False               # got a spot interruption notice
 
     def state(self, now_s: float) -> str:
         if self.ended_at_s is not None and self.ended_at_s <= now_s:
@@ -117,13 +118,21 @@ class SimFleet:
             inst.ended_at_s = now_s
 
     def settle(self, now_s: float) -> None:
-        """End draining instances whose queue is empty (at their last completion)."""
+        """End draining instances whose queue is empty (at their last completion).
+
+        A spot instance under an interruption notice that EC2 will reclaim within its first hour
+        is left to EC2: that hour is then free, while terminating it ourselves would be billed.
+        """
         for inst in self.instances.values():
-            if inst.drain_at_s is not None and inst.ended_at_s is None and self.inst_i[inst.slot, K.II_LEN] == 0:
-                inst.ended_at_s = max(inst.drain_at_s, self.inst_f[inst.slot, K.IF_LAST_DONE])
+            if inst.drain_at_s is None or inst.ended_at_s is not None or self.inst_i[inst.slot, K.II_LEN] > 0:
+                continue
+            if inst.noticed and inst.reclaim_at_s - inst.launched_at_s < 3600.0:
+                continue
+            inst.ended_at_s = max(inst.drain_at_s, self.inst_f[inst.slot, K.IF_LAST_DONE])
 
     def notice(self, inst: SimInstance, notice_at_s: float) -> None:
         """Spot interruption notice: no new work from notice_at_s on; the controller sees it draining."""
+        inst.noticed = True
         if inst.drain_at_s is None:
             inst.drain_at_s = notice_at_s
         f = self.inst_f[inst.slot]
