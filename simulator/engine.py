@@ -118,6 +118,10 @@ class Simulation:
         if self.record_latencies:
             lat_out = np.full(int(sum(c.shape[0] for c in iter_arrivals(trace, self.seed))), np.nan)
         idx0 = 0
+        # The kernel's random stream (jitter, cold starts) is seeded once; arrival generation
+        # reseeds per chunk with its own seeds, and both happen in a fixed order, so a run is
+        # reproducible from its seed.
+        reseed = [int(np.random.SeedSequence([self.seed, 3]).generate_state(1)[0])]
 
         def kernel(arrivals, t_start, t_end, spill, thr_s, evict_slot=-1, evict_t=0.0, piece=0):
             cq_limit = min(cfg.router.max_queue_per_instance * route.shape[0], ROUTER_QUEUE_CAPACITY)
@@ -127,7 +131,7 @@ class Simulation:
                          tt.type_f, tt.type_i, tt.lat_tab, tt.take_tab, tt.est_tab,
                          spill, thr_s, slo_s, pool.busy_t, pool.busy_p, pool.idle_t,
                          fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n, hist, win_hist, counters, lat_out,
-                         (self.seed * 1_000_003 + k * 64 + piece) % (2**32 - 1))
+                         reseed.pop() if reseed else -1)
 
         dt = cfg.controller.interval_s
         window_s = cfg.controller.metrics_window_s
@@ -257,6 +261,8 @@ def _summary(sim: Simulation, rows, total, hist, fleet: SimFleet, costs: dict, i
     for p, name in enumerate(PATHS):
         n = int(hist[p].sum())
         by_path[name] = {"requests": n, "mean_ms": lat_sums[p] / n * 1000.0 if n else None,
+                         **({"mean_wait_ms": total[K.C_WAIT_SUM_INSTANCE] / n * 1000.0 if n else None}
+                            if name == "instance" else {}),
                          "p50_ms": _num(percentile_ms(hist[p], 0.5)), "p99_ms": _num(percentile_ms(hist[p], 0.99))}
     fn_arrivals = total[K.C_FN_ARRIVALS]
     instances = fleet.all_instances()

@@ -23,22 +23,17 @@ class SimFunctionPool:
 
     def configure(self, spec: FunctionSpec, now_s: float) -> None:
         """Set provisioned concurrency. New provisioned environments are warm from now on (AWS
-        takes a few minutes to allocate them; the simulator does not model that yet); released
-        idle ones become ordinary environments that expire after keep-alive, busy ones when they
-        finish."""
+        takes a few minutes to allocate them; the simulator does not model that yet), within the
+        concurrency limit; released ones are deallocated, idle ones at once and busy ones when
+        they finish."""
         s = self.fn_s
         envs = s[K.FS_BUSY] + s[K.FS_IDLE_LEN] + s[K.FS_PROV_IDLE]
         have = s[K.FS_PROV_IDLE] + s[K.FS_PROV_BUSY]
         want = float(spec.warm_concurrency)
         if want > have:
-            s[K.FS_PROV_IDLE] += min(want - have, spec.max_concurrency - envs)
+            s[K.FS_PROV_IDLE] += max(0.0, min(want - have, spec.max_concurrency - envs))
         elif want < have:
-            release = min(have - want, s[K.FS_PROV_IDLE])
-            s[K.FS_PROV_IDLE] -= release
-            mask = self.idle_t.shape[0] - 1
-            for _ in range(int(release)):
-                self.idle_t[int(s[K.FS_IDLE_HEAD] + s[K.FS_IDLE_LEN]) & mask] = now_s
-                s[K.FS_IDLE_LEN] += 1
+            s[K.FS_PROV_IDLE] -= min(have - want, s[K.FS_PROV_IDLE])
         s[K.FS_PROV_TARGET] = want
         self.spec = spec
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from simulator.histogram import E_MIN, N_BINS, SUB
 
@@ -49,7 +51,8 @@ C_COLD_STARTS, C_ARRIVALS, C_RETRIES, C_EVICTED = 9, 10, 11, 12
 C_FN_ARRIVALS, C_FN_BUSY_SEEN = 13, 14            # PASTA: busy environments seen by arrivals
 C_LAT_SUM_INSTANCE, C_LAT_SUM_WARM, C_LAT_SUM_COLD = 15, 16, 17   # seconds, for means
 C_ROUTER_QUEUED = 18                              # requests that waited in the router's queue
-N_COUNTERS = 19
+C_WAIT_SUM_INSTANCE = 19                          # seconds from arrival to batch start
+N_COUNTERS = 20
 
 # Instance state: float columns of `inst_f`, int columns of `inst_i`.
 IF_FREE, IF_READY, IF_ACCEPT_UNTIL, IF_LAST_DONE, IF_NEXT = 0, 1, 2, 3, 4
@@ -84,7 +87,12 @@ def _draw(kind, p1, p2):
         return math.exp(p1 + p2 * np.random.standard_normal())
     if kind == D_UNIFORM:
         return p1 + (p2 - p1) * np.random.random()
-    return max(0.0, p1 + p2 * np.random.standard_normal())
+    # Truncated at 0 (redrawn, as Distribution.sample does), not clamped.
+    for _ in range(1000):
+        x = p1 + p2 * np.random.standard_normal()
+        if x >= 0.0:
+            return x
+    return 0.0
 
 
 @njit(cache=True, inline="always")
@@ -97,42 +105,56 @@ def _jitter(sigma, exponential):
     return math.exp(sigma * np.random.standard_normal() - 0.5 * sigma * sigma)
 
 
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE-754 bits of a float64 as an int64 (an LLVM bitcast: free)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+_SUB_BITS = SUB.bit_length() - 1          # 7: the top 7 mantissa bits pick the bin in an octave
+
+
 @njit(cache=True, inline="always")
-def _record(latency_s, path, idx, slo_s, hist, win_hist, counters, lat_out):
-    # Bin by exponent and mantissa (see simulator.histogram): no logarithm per request.
+def _bin(latency_s):
+    """Histogram bin of a latency: the float's exponent and top mantissa bits (see
+    simulator.histogram): for ms = m * 2**e with 1 <= m < 2, (e - E_MIN) * 128 + floor((m - 1) * 128)."""
     ms = latency_s * 1000.0
-    b = 0
-    if ms >= 2.0 ** E_MIN:
-        m, e = math.frexp(ms)
-        b = (e - 1 - E_MIN) * SUB + int((2.0 * m - 1.0) * SUB)
-        if b >= N_BINS:
-            b = N_BINS - 1
-    hist[path, b] += 1
-    win_hist[b] += 1
-    counters[C_LAT_SUM_INSTANCE + path] += latency_s
-    if latency_s > slo_s:
-        counters[C_SLO_MISS] += 1
-    if lat_out.shape[0] > 0:
-        lat_out[idx] = latency_s
+    if ms < 2.0 ** E_MIN:
+        return 0
+    bits = _float_bits(ms)
+    b = (((bits >> 52) & 0x7FF) - 1023 - E_MIN) * SUB + ((bits >> (52 - _SUB_BITS)) & (SUB - 1))
+    return b if b < N_BINS else N_BINS - 1
+
+
+# NOTE on speed: numba inlines helpers that take arrays with a reference-count update on every
+# array argument at every call (atomic operations that cost more than the work itself: 3x on the
+# whole kernel). So the per-request paths (a batch's requests in _advance, enqueueing, serving
+# on a function) update arrays in place and call helpers with scalars only; helpers taking
+# arrays are used on paths that run once per batch or less.
+
+@njit(cache=True, inline="always")
+def _next_start(n, oldest_t, fire_t, delay, free):
+    """When an instance's next batch starts: max(free, min(oldest + delay, fire-th arrival)).
+    fire_t is +inf when fewer than `fire` requests are queued; n = 0 means never."""
+    if n == 0:
+        return math.inf
+    trigger = oldest_t + delay
+    if fire_t < trigger:
+        trigger = fire_t
+    return free if free > trigger else trigger
 
 
 @njit(cache=True, inline="always")
 def _update_next(i, inst_f, inst_i, qt, qmask, type_f, type_i):
     """Recompute when instance i's next batch would start, from its queue."""
     n = inst_i[i, II_LEN]
-    if n == 0:
-        inst_f[i, IF_NEXT] = math.inf
-        return
     ty = inst_i[i, II_TYPE]
     h = inst_i[i, II_HEAD]
-    trigger = qt[i, h] + type_f[ty, TF_DELAY]
     fire = type_i[ty, TI_FIRE]
-    if n >= fire:
-        full_at = qt[i, (h + fire - 1) & qmask]
-        if full_at < trigger:
-            trigger = full_at
-    free = inst_f[i, IF_FREE]
-    inst_f[i, IF_NEXT] = free if free > trigger else trigger
+    fire_t = qt[i, (h + fire - 1) & qmask] if n >= fire else math.inf
+    inst_f[i, IF_NEXT] = _next_start(n, qt[i, h], fire_t, type_f[ty, TF_DELAY], inst_f[i, IF_FREE])
 
 
 @njit(cache=True, inline="always")
@@ -151,16 +173,33 @@ def _advance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, t
             n += 1
         take = take_tab[ty, n]
         done = start + lat_tab[ty, take] * _jitter(type_f[ty, TF_SIGMA], type_f[ty, TF_EXPONENTIAL] != 0.0)
+        lat_sum = 0.0
+        wait_sum = 0.0
         for j in range(take):
             k = (h + j) & qmask
-            _record(done - qa[i, k], PATH_INSTANCE, qi[i, k], slo_s, hist, win_hist, counters, lat_out)
+            wait_sum += start - qa[i, k]
+            latency_s = done - qa[i, k]
+            b = _bin(latency_s)
+            hist[PATH_INSTANCE, b] += 1
+            win_hist[b] += 1
+            lat_sum += latency_s
+            if latency_s > slo_s:
+                counters[C_SLO_MISS] += 1
+            if lat_out.shape[0] > 0:
+                lat_out[qi[i, k]] = latency_s
+        counters[C_LAT_SUM_INSTANCE] += lat_sum
+        counters[C_WAIT_SUM_INSTANCE] += wait_sum
         counters[C_SERVED_INSTANCE] += take
-        inst_i[i, II_HEAD] = (h + take) & qmask
-        inst_i[i, II_LEN] = n_q - take
+        h = (h + take) & qmask
+        n_q -= take
+        inst_i[i, II_HEAD] = h
+        inst_i[i, II_LEN] = n_q
         inst_i[i, II_INFLIGHT] = take
         inst_f[i, IF_FREE] = done
         inst_f[i, IF_LAST_DONE] = done
-        _update_next(i, inst_f, inst_i, qt, qmask, type_f, type_i)
+        fire = type_i[ty, TI_FIRE]
+        fire_t = qt[i, (h + fire - 1) & qmask] if n_q >= fire else math.inf
+        inst_f[i, IF_NEXT] = _next_start(n_q, qt[i, h], fire_t, type_f[ty, TF_DELAY], done)
 
 
 @njit(cache=True, inline="always")
@@ -228,112 +267,6 @@ def _heap_pop(h_t, h_a, h_i, h_n, size):
     return size
 
 
-@njit(cache=True, inline="always")
-def _invoke_function(t, a, idx, busy_t, busy_p, idle_t, fn_p, fn_i, fn_s, slo_s,
-                     hist, win_hist, counters, lat_out):
-    """Serve one request on a function; returns False when throttled."""
-    imask = idle_t.shape[0] - 1
-    n_busy = int(fn_s[FS_BUSY])
-    head, n_idle = int(fn_s[FS_IDLE_HEAD]), int(fn_s[FS_IDLE_LEN])
-    # Environments that finished by t become idle (in finish order, so the deque stays sorted).
-    while n_busy > 0 and busy_t[0] <= t:
-        f, prov = busy_t[0], busy_p[0]
-        n_busy = _pop_busy(busy_t, busy_p, n_busy)
-        if prov == 1:
-            fn_s[FS_PROV_BUSY] -= 1
-            if fn_s[FS_PROV_IDLE] + fn_s[FS_PROV_BUSY] < fn_s[FS_PROV_TARGET]:
-                fn_s[FS_PROV_IDLE] += 1
-                continue
-        idle_t[(head + n_idle) & imask] = f
-        n_idle += 1
-    # Idle past keep-alive: those environments are gone (the oldest are at the bottom).
-    keep_alive = fn_p[FP_KEEP_ALIVE]
-    while n_idle > 0 and idle_t[head] + keep_alive < t:
-        head = (head + 1) & imask
-        n_idle -= 1
-    counters[C_FN_ARRIVALS] += 1
-    counters[C_FN_BUSY_SEEN] += n_busy
-    svc = fn_p[FP_SVC] * _jitter(fn_p[FP_SIGMA], fn_p[FP_EXPONENTIAL] != 0.0)
-    warm = True
-    prov = 0
-    init = 0.0
-    if fn_s[FS_PROV_IDLE] >= 1.0:
-        fn_s[FS_PROV_IDLE] -= 1
-        fn_s[FS_PROV_BUSY] += 1
-        prov = 1
-    elif n_idle > 0:
-        n_idle -= 1                       # the most recently freed environment
-    else:
-        # A new execution environment: needs room under the concurrency limit and a
-        # burst-scaling token (Lambda adds at most `burst` environments per 10 s).
-        tokens = min(fn_p[FP_TOKEN_MAX], fn_s[FS_TOKENS] + (t - fn_s[FS_TOKENS_T]) * fn_p[FP_TOKEN_RATE])
-        fn_s[FS_TOKENS_T] = t
-        envs = n_busy + n_idle + fn_s[FS_PROV_IDLE]
-        if envs >= fn_i[FI_MAX_ENVS] or tokens < 1.0:
-            fn_s[FS_TOKENS] = tokens
-            fn_s[FS_BUSY], fn_s[FS_IDLE_HEAD], fn_s[FS_IDLE_LEN] = n_busy, head, n_idle
-            counters[C_THROTTLED] += 1
-            return False
-        fn_s[FS_TOKENS] = tokens - 1.0
-        warm = False
-        init = _draw(fn_i[FI_COLD_KIND], fn_p[FP_COLD1], fn_p[FP_COLD2])
-        # The distribution's optional clip bounds (high = 0: none), as Distribution.sample does.
-        if init < fn_p[FP_COLD_LO]:
-            init = fn_p[FP_COLD_LO]
-        if fn_p[FP_COLD_HI] > 0.0 and init > fn_p[FP_COLD_HI]:
-            init = fn_p[FP_COLD_HI]
-    n_busy = _push_busy(busy_t, busy_p, n_busy, t + init + svc, prov)
-    fn_s[FS_BUSY], fn_s[FS_IDLE_HEAD], fn_s[FS_IDLE_LEN] = n_busy, head, n_idle
-    counters[C_FN_REQUESTS] += 1
-    if warm:
-        _record(t - a + svc, PATH_WARM, idx, slo_s, hist, win_hist, counters, lat_out)
-        counters[C_SERVED_WARM] += 1
-        billed = math.ceil(svc * 1000.0 - 1e-9)
-        if prov == 1:
-            counters[C_FN_MS_PROVISIONED] += billed
-        else:
-            counters[C_FN_MS_ON_DEMAND] += billed
-    else:
-        _record(t - a + init + svc, PATH_COLD, idx, slo_s, hist, win_hist, counters, lat_out)
-        counters[C_SERVED_COLD] += 1
-        counters[C_COLD_STARTS] += 1
-        billed_s = (init if fn_i[FI_BILLS_INIT] != 0 else 0.0) + svc
-        counters[C_FN_MS_ON_DEMAND] += math.ceil(billed_s * 1000.0 - 1e-9)
-    return True
-
-
-@njit(cache=True, inline="always")
-def _push_busy(busy_t, busy_p, size, t, prov):
-    k = size
-    while k > 0:
-        parent = (k - 1) >> 1
-        if busy_t[parent] <= t:
-            break
-        busy_t[k], busy_p[k] = busy_t[parent], busy_p[parent]
-        k = parent
-    busy_t[k], busy_p[k] = t, prov
-    return size + 1
-
-
-@njit(cache=True, inline="always")
-def _pop_busy(busy_t, busy_p, size):
-    size -= 1
-    t, p = busy_t[size], busy_p[size]
-    k = 0
-    while True:
-        c = 2 * k + 1
-        if c >= size:
-            break
-        if c + 1 < size and busy_t[c + 1] < busy_t[c]:
-            c += 1
-        if busy_t[c] >= t:
-            break
-        busy_t[k], busy_p[k] = busy_t[c], busy_p[c]
-        k = c
-    busy_t[k], busy_p[k] = t, p
-    return size
-
-
 @njit(cache=True)
 def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evict_slot, evict_t,
                inst_f, inst_i, qt, qa, qi, qmask, cq_t, cq_a, cq_i, cq_limit,
@@ -344,6 +277,7 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
     router-queue hand-offs due before t_end, then start every batch that begins before t_end.
     Arrival j has global index idx0 + j.
 
+    seed >= 0 reseeds numba's random generator (the first call of a run); -1 continues its stream.
     If evict_slot >= 0, that instance was reclaimed (spot) at evict_t: batches that started by
     then finish, and its remaining queue is routed again at evict_t.
 
@@ -351,7 +285,9 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
     in one loop, so routing is written once and inlined: numba calls with dozens of array
     arguments would cost more than the routing itself.
     """
-    np.random.seed(seed)
+    if seed >= 0:
+        # Seeding numba's generator costs ~0.4 ms, so it happens once per run, not per interval.
+        np.random.seed(seed)
     size = int(fn_s[FS_RETRY_SIZE])
     cmask = cq_t.shape[0] - 1
     t_prev = t_start
@@ -430,6 +366,7 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
         best_done = math.inf
         wait_done = math.inf      # expected completion via the router queue
         n_open = 0
+        cq_len = int(fn_s[FS_CQ_LEN])
         for r in range(n_route):
             i = route[r]
             if inst_f[i, IF_NEXT] < t:
@@ -441,10 +378,11 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
             ty = inst_i[i, II_TYPE]
             free = inst_f[i, IF_FREE]
             q = inst_i[i, II_LEN]
-            if inst_f[i, IF_READY] > t or fn_s[FS_CQ_LEN] > 0 or _outstanding(i, t, inst_f, inst_i) >= type_i[ty, TI_LIMIT]:
+            held = q + inst_i[i, II_INFLIGHT] if free > t else q      # outstanding requests
+            if inst_f[i, IF_READY] > t or cq_len > 0 or held >= type_i[ty, TI_LIMIT]:
                 # Full (or booting): the request could wait in the router queue for this one.
                 start = free if free > inst_f[i, IF_READY] else inst_f[i, IF_READY]
-                d = start + _est(ty, q + 1 + int(fn_s[FS_CQ_LEN]), est_tab, lat_tab, type_i)
+                d = start + _est(ty, q + 1 + cq_len, est_tab, lat_tab, type_i)
                 if d < wait_done:
                     wait_done = d
                 continue
@@ -460,11 +398,104 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
             if d < best_done:
                 best, best_done = i, d
         expected = best_done if best >= 0 else wait_done
-        can_wait = best < 0 and n_open > 0 and fn_s[FS_CQ_LEN] < cq_limit
+        can_wait = best < 0 and n_open > 0 and cq_len < cq_limit
         if spill and (best < 0 and not can_wait or expected - t > spill_thr_s):
-            if _invoke_function(t, a, idx, busy_t, busy_p, idle_t, fn_p, fn_i, fn_s, slo_s,
-                                hist, win_hist, counters, lat_out):
+            # ---- Serve it on a function (in place: see the NOTE on speed above). ----
+            imask = idle_t.shape[0] - 1
+            n_busy = int(fn_s[FS_BUSY])
+            head, n_idle = int(fn_s[FS_IDLE_HEAD]), int(fn_s[FS_IDLE_LEN])
+            # Environments that finished by t become idle, popped from the busy min-heap in
+            # finish order, so the idle deque stays sorted by free time.
+            while n_busy > 0 and busy_t[0] <= t:
+                f, prov = busy_t[0], busy_p[0]
+                n_busy -= 1
+                last_t, last_p = busy_t[n_busy], busy_p[n_busy]
+                k = 0
+                while True:
+                    c = 2 * k + 1
+                    if c >= n_busy:
+                        break
+                    if c + 1 < n_busy and busy_t[c + 1] < busy_t[c]:
+                        c += 1
+                    if busy_t[c] >= last_t:
+                        break
+                    busy_t[k], busy_p[k] = busy_t[c], busy_p[c]
+                    k = c
+                busy_t[k], busy_p[k] = last_t, last_p
+                if prov == 1:
+                    # Back to the provisioned pool, or deallocated if provisioning was reduced.
+                    fn_s[FS_PROV_BUSY] -= 1
+                    if fn_s[FS_PROV_IDLE] + fn_s[FS_PROV_BUSY] < fn_s[FS_PROV_TARGET]:
+                        fn_s[FS_PROV_IDLE] += 1
+                    continue
+                idle_t[(head + n_idle) & imask] = f
+                n_idle += 1
+            # Idle past keep-alive: those environments are gone (the oldest are at the bottom).
+            while n_idle > 0 and idle_t[head] + fn_p[FP_KEEP_ALIVE] < t:
+                head = (head + 1) & imask
+                n_idle -= 1
+            counters[C_FN_ARRIVALS] += 1
+            counters[C_FN_BUSY_SEEN] += n_busy
+            svc = fn_p[FP_SVC] * _jitter(fn_p[FP_SIGMA], fn_p[FP_EXPONENTIAL] != 0.0)
+            path, prov, init = PATH_WARM, 0, 0.0
+            if fn_s[FS_PROV_IDLE] >= 1.0:            # provisioned environments serve first
+                fn_s[FS_PROV_IDLE] -= 1
+                fn_s[FS_PROV_BUSY] += 1
+                prov = 1
+            elif n_idle > 0:
+                n_idle -= 1                           # the most recently freed environment
+            else:
+                # A new execution environment: needs room under the concurrency limit and a
+                # burst-scaling token (Lambda adds at most `burst` environments per 10 s).
+                tokens = min(fn_p[FP_TOKEN_MAX], fn_s[FS_TOKENS] + (t - fn_s[FS_TOKENS_T]) * fn_p[FP_TOKEN_RATE])
+                fn_s[FS_TOKENS_T] = t
+                if n_busy + n_idle + fn_s[FS_PROV_IDLE] >= fn_i[FI_MAX_ENVS] or tokens < 1.0:
+                    fn_s[FS_TOKENS] = tokens
+                    path = -1                         # throttled
+                else:
+                    fn_s[FS_TOKENS] = tokens - 1.0
+                    path = PATH_COLD
+                    init = _draw(fn_i[FI_COLD_KIND], fn_p[FP_COLD1], fn_p[FP_COLD2])
+                    # The distribution's clip bounds (high = 0: none), as Distribution.sample does.
+                    if init < fn_p[FP_COLD_LO]:
+                        init = fn_p[FP_COLD_LO]
+                    if fn_p[FP_COLD_HI] > 0.0 and init > fn_p[FP_COLD_HI]:
+                        init = fn_p[FP_COLD_HI]
+            if path >= 0:
+                # Push the busy environment's finish time onto the min-heap.
+                done = t + init + svc
+                k = n_busy
+                while k > 0:
+                    parent = (k - 1) >> 1
+                    if busy_t[parent] <= done:
+                        break
+                    busy_t[k], busy_p[k] = busy_t[parent], busy_p[parent]
+                    k = parent
+                busy_t[k], busy_p[k] = done, prov
+                n_busy += 1
+            fn_s[FS_BUSY], fn_s[FS_IDLE_HEAD], fn_s[FS_IDLE_LEN] = n_busy, head, n_idle
+            if path >= 0:
+                latency_s = done - a
+                b = _bin(latency_s)
+                hist[path, b] += 1
+                win_hist[b] += 1
+                counters[C_LAT_SUM_INSTANCE + path] += latency_s
+                if latency_s > slo_s:
+                    counters[C_SLO_MISS] += 1
+                if lat_out.shape[0] > 0:
+                    lat_out[idx] = latency_s
+                counters[C_FN_REQUESTS] += 1
+                if path == PATH_WARM:
+                    counters[C_SERVED_WARM] += 1
+                    billed_ms = math.ceil(svc * 1000.0 - 1e-9)
+                    counters[C_FN_MS_PROVISIONED if prov == 1 else C_FN_MS_ON_DEMAND] += billed_ms
+                else:
+                    counters[C_SERVED_COLD] += 1
+                    counters[C_COLD_STARTS] += 1
+                    billed_s = (init if fn_i[FI_BILLS_INIT] != 0 else 0.0) + svc
+                    counters[C_FN_MS_ON_DEMAND] += math.ceil(billed_s * 1000.0 - 1e-9)
                 continue
+            counters[C_THROTTLED] += 1
             # Throttled: an instance (now, or via the router queue) beats losing the request.
             if best < 0 and not can_wait:
                 if fn_i[FI_RETRY] != 0 and attempt < fn_i[FI_MAX_RETRIES]:
@@ -477,7 +508,19 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
                 counters[C_DROPPED] += 1
                 continue
         if best >= 0:
-            _enqueue(best, t, a, idx, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i)
+            # Enqueue at the chosen instance (in place: see the NOTE on speed above).
+            n_q = inst_i[best, II_LEN]
+            h = inst_i[best, II_HEAD]
+            k = (h + n_q) & qmask
+            qt[best, k] = t
+            qa[best, k] = a
+            qi[best, k] = idx
+            n_q += 1
+            inst_i[best, II_LEN] = n_q
+            ty = inst_i[best, II_TYPE]
+            fire = type_i[ty, TI_FIRE]
+            fire_t = qt[best, (h + fire - 1) & qmask] if n_q >= fire else math.inf
+            inst_f[best, IF_NEXT] = _next_start(n_q, qt[best, h], fire_t, type_f[ty, TF_DELAY], inst_f[best, IF_FREE])
         elif can_wait:
             k = (int(fn_s[FS_CQ_HEAD]) + int(fn_s[FS_CQ_LEN])) & cmask
             cq_t[k], cq_a[k], cq_i[k] = t, a, idx
