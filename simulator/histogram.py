@@ -35,7 +35,7 @@ def bin_of(latency_ms: float) -> int:
 
 
 _EDGES = edges_ms()
-_MIDS = np.sqrt(_EDGES[:-1] * _EDGES[1:])
+MIDS_MS = np.sqrt(_EDGES[:-1] * _EDGES[1:])     # geometric midpoints, the values reported
 
 
 def percentile_ms(counts: np.ndarray, q: float) -> float:
@@ -45,4 +45,4 @@ def percentile_ms(counts: np.ndarray, q: float) -> float:
     if total <= 0:
         return math.nan
     k = min(int(np.searchsorted(cum, q * total, side="left")), N_BINS - 1)
-    return float(_MIDS[k])
+    return float(MIDS_MS[k])

@@ -18,7 +18,7 @@ def write_run(result: SimResult, cfg: Config, out_dir: str | Path, extra: dict |
     summary = dict(result.summary)
     summary.update(extra or {})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    pd.DataFrame(result.rows).to_csv(out / "timeseries.csv", index=False, float_format="%.10g")
+    result.series.to_csv(out / "timeseries.csv", index=False, float_format="%.10g")
     edges = edges_ms()
     used = np.flatnonzero(result.hist.sum(axis=0))
     hist = {"lo_ms": edges[used], "hi_ms": edges[used + 1]}

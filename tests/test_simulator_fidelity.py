@@ -49,8 +49,7 @@ def test_replayed_spot_interruption_is_replaced_and_not_billed(tmp_path):
     assert reclaimed[0].bill_usd() == 0.0
     assert s["iaas_usd"] == pytest.approx((600 + 490) * price / 3600)
     assert s["cost_breakdown"]["instances_spot_usd"] == pytest.approx(s["iaas_usd"])
-    ts = res.rows
-    assert sum(r["spot_reclaimed"] for r in ts) == 1
+    assert res.series.spot_reclaimed.sum() == 1
 
 
 def test_frequent_interruptions_conserve_requests(tmp_path):
@@ -72,7 +71,7 @@ def test_scale_in_drains_without_dropping():
     res = run(cfg, scen, poisson_trace(rate, 1800.0), policy="reactive", record=True)
     s = res.summary
     assert s["dropped"] == 0 and np.isfinite(res.latencies_s).all()
-    sizes = [r["instances_ready"] for r in res.rows]
+    sizes = list(res.series.instances_ready)
     assert max(sizes[:60]) >= 3 and sizes[-1] == 1
 
 

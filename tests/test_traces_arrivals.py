@@ -19,7 +19,7 @@ def wiki_200():
 
 def test_chunks_concatenate_to_expand(wiki_200):
     chunks = list(iter_arrivals(wiki_200, seed=7))
-    assert len(chunks) == 6
+    assert len(chunks) == 36       # 6 h in the default 10-minute chunks
     full = expand_to_arrivals(wiki_200, seed=7)
     assert np.array_equal(np.concatenate(chunks), full)
     n = full.size
@@ -36,9 +36,9 @@ def test_determinism_per_seed(wiki_200):
 
 
 def test_chunk_independence(wiki_200):
-    full = list(iter_arrivals(wiki_200, seed=11))
+    full = list(iter_arrivals(wiki_200, seed=11, chunk_s=3600))
     # starting mid-way (even mid-chunk) reproduces the same arrivals from there on
-    late = list(iter_arrivals(wiki_200, seed=11, start_s=3 * 3600 + 1800, end_s=5 * 3600))
+    late = list(iter_arrivals(wiki_200, seed=11, chunk_s=3600, start_s=3 * 3600 + 1800, end_s=5 * 3600))
     assert len(late) == 2
     assert np.array_equal(late[0], full[3][full[3] >= 3 * 3600 + 1800])
     assert np.array_equal(late[1], full[4])

@@ -4,7 +4,7 @@ Chunks are the windows [k*chunk_s, (k+1)*chunk_s), k counted from t=0. Window k 
 ``np.random.default_rng([seed, k])``, so each chunk can be regenerated on its own and the
 result never depends on where a caller starts (``start_s``) or how many chunks it reads.
 Only one chunk is materialised at a time: a week at 5,000 req/s is 3 G arrivals (24 GB of
-float64), but an hour-long chunk is 18 M (144 MB).
+float64), but the default 10-minute chunk is 3 M (24 MB).
 
 Counts-based traces: chunk_s is rounded *up* to a whole number of bins (chunk_s=3600 with
 600 s bins stays 3600; with 7 s bins it becomes 3605), so no bin straddles two chunks.
@@ -87,7 +87,7 @@ def _counts_chunk(trace: Trace, k: int, bins_per_chunk: int, seed: int) -> np.nd
     return _place_sorted(n, edges[:-1], np.diff(edges), spacings, np.nextafter(trace.duration_s, 0.0))
 
 
-def iter_arrivals(trace: Trace, seed: int, chunk_s: float = 3600.0, start_s: float = 0.0,
+def iter_arrivals(trace: Trace, seed: int, chunk_s: float = 600.0, start_s: float = 0.0,
                   end_s: float | None = None) -> Iterator[np.ndarray]:
     """Yield sorted float64 arrival times (seconds since t=0), one array per window.
 
