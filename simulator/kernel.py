@@ -157,7 +157,7 @@ def _update_next(i, inst_f, inst_i, qt, qmask, type_f, type_i):
     inst_f[i, IF_NEXT] = _next_start(n, qt[i, h], fire_t, type_f[ty, TF_DELAY], inst_f[i, IF_FREE])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _advance(i, t, inst_f, inst_i, qt, qa, qi, qmask, type_f, type_i, lat_tab, take_tab, slo_s,
              hist, win_hist, counters, lat_out):
     """Start every batch of instance i whose start time is before t."""
