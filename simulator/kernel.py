@@ -405,7 +405,8 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
             n_busy = int(fn_s[FS_BUSY])
             head, n_idle = int(fn_s[FS_IDLE_HEAD]), int(fn_s[FS_IDLE_LEN])
             # Environments that finished by t become idle, popped from the busy min-heap in
-            # finish order, so the idle deque stays sorted by free time.
+            # finish order, so the idle deque stays sorted by free time. (The sift-down is
+            # _heap_pop's, written in place: this runs for every spilled request.)
             while n_busy > 0 and busy_t[0] <= t:
                 f, prov = busy_t[0], busy_p[0]
                 n_busy -= 1
