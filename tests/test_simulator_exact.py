@@ -115,3 +115,19 @@ def test_retry_succeeds_once_an_environment_frees():
 def test_drop_on_throttle_when_configured():
     res, _ = faas_case([0.0, 0.0, 0.0], 10.0, max_concurrency=2, on_throttle="drop")
     assert res.summary["throttled"] == 1 and res.summary["dropped"] == 1 and res.summary["retries"] == 0
+
+
+def test_provisioned_concurrency_serves_warm_and_is_billed_while_configured():
+    # One provisioned environment: the first request finds it warm (no init); the second,
+    # concurrent one needs a new on-demand environment (cold). Provisioned capacity is billed
+    # for the whole 100 s span, its invocation at the provisioned duration price.
+    res, scen = faas_case([0.0, 0.05], 100.0, warm_concurrency=1)
+    s = res.summary
+    assert res.latencies_s == pytest.approx([0.1, 2.1])
+    assert s["cold_starts"] == 1
+    p = scen.catalog.functions
+    gb = 2.0
+    breakdown = s["cost_breakdown"]
+    assert breakdown["function_provisioned_usd"] == pytest.approx(1 * gb * 100.0 * p.provisioned_usd_per_gb_s)
+    assert breakdown["function_duration_usd"] == pytest.approx(
+        0.1 * gb * p.provisioned_duration_usd_per_gb_s + 2.1 * gb * p.usd_per_gb_s)
