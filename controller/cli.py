@@ -151,6 +151,90 @@ def traces_show(name, png):
     click.echo(f"{'plot':<{width}}  {path}")
 
 
+@cli.group()
+def forecast():
+    """Load forecasters: rolling-origin backtests and the all-models comparison."""
+
+
+@forecast.command("backtest")
+@click.option("--trace", "trace_name", required=True, metavar="NAME|FILE", help="Trace to backtest on.")
+@click.option("--model", default="ensemble", show_default=True, metavar="NAME",
+              help="Forecaster (see `spillway forecast models`).")
+@click.option("--horizon", default="10m", show_default=True, metavar="DUR", help="How far ahead to predict.")
+@click.option("--step", default=None, metavar="DUR",
+              help="Forecast step [default: 1m for per-second traces, the trace's resolution if coarser].")
+@click.option("--train-days", type=float, default=None,
+              help="Train on this many days from the start [default: the trace's own split].")
+@click.option("--max-origins", type=int, default=2000, show_default=True,
+              help="Forecast origins evaluated in the held-out part (every step still updates the model).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write backtest.json, per_horizon.csv and bands.png [default: runs/forecast-<trace>-<model>].")
+def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins, out_dir):
+    """Fit on the first part of a trace, then forecast the held-out part from rolling origins.
+
+    Reports MAE, MASE against seasonal naive, pinball loss and coverage for p50/p90/p99, and
+    seconds per update and per predict; writes a PNG of the forecast bands over the actuals.
+    """
+    from predictor import registry
+    from predictor.backtest import backtest, plot_bands
+    from predictor.series import default_step_s, step_series, train_test_split
+    from traces.registry import load_trace
+
+    if model not in registry.model_names():
+        raise click.BadParameter(f"{model!r} is not one of {', '.join(registry.model_names())}", param_hint="--model")
+    trace = load_trace(trace_name)
+    step_s = parse_duration(step, "--step") if step else default_step_s(trace_name, trace)
+    horizon_s = parse_duration(horizon, "--horizon")
+    series = step_series(trace, step_s)
+    _, _, train_end = train_test_split(series, train_days=train_days, step_s=step_s, trace_name=trace_name)
+    if train_end < 2 or train_end >= series.size - 1:
+        raise click.BadParameter(f"the split leaves {train_end} training and {series.size - train_end} test steps",
+                                 param_hint="--train-days")
+    horizon_steps = max(1, int(-(-horizon_s // step_s)))
+    out = Path(out_dir or f"runs/forecast-{_slug(trace.name)}-{model}")
+    click.echo(f"backtesting {model} on {trace.name}: step {step_s:g} s, horizon {horizon_steps} steps, "
+               f"{train_end} training steps, {series.size - train_end} test steps")
+    result = backtest(series, step_s, registry.make_forecaster(model, step_s), train_end, horizon_steps,
+                      max_origins=max_origins, trace=trace.name)
+    result.write(out)
+    png = plot_bands(result, out / "bands.png")
+    for key, value in result.summary().items():
+        if isinstance(value, (int, float, str)):
+            click.echo(f"  {key:<24} {value:.4g}" if isinstance(value, float) else f"  {key:<24} {value}")
+    click.echo(f"  written                  {out}/backtest.json, {png}")
+
+
+@forecast.command("compare")
+@click.option("--traces", default="all", show_default=True,
+              help="Comma-separated trace names, or 'all' multi-day traces.")
+@click.option("--models", default="all", show_default=True, help="Comma-separated model names, or 'all'.")
+@click.option("--max-origins", type=int, default=2000, show_default=True, help="Origins per backtest.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/forecast-compare",
+              show_default=True, help="Where to write compare.csv, compare.md and the band plots.")
+def forecast_compare(traces, models, max_origins, out_dir):
+    """Every model on every multi-day trace (its own step and train/test split): one table."""
+    from predictor import registry
+    from predictor.backtest import compare
+    from predictor.series import MULTI_DAY_TRACES
+
+    trace_list = list(MULTI_DAY_TRACES) if traces == "all" else [t.strip() for t in traces.split(",") if t.strip()]
+    model_list = None if models == "all" else [m.strip() for m in models.split(",") if m.strip()]
+    for m in model_list or []:
+        if m not in registry.model_names():
+            raise click.BadParameter(f"{m!r} is not one of {', '.join(registry.model_names())}", param_hint="--models")
+    table = compare(trace_list, model_list, max_origins=max_origins, out_dir=out_dir, progress=click.echo)
+    click.echo(table.to_string(index=False, max_colwidth=30))
+    click.echo(f"written {out_dir}/compare.csv and {out_dir}/compare.md")
+
+
+@forecast.command("models")
+def forecast_models():
+    """List the forecasters."""
+    from predictor import registry
+    for name in registry.model_names():
+        click.echo(name)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem if "/" in name else name).strip("-") or "trace"
 
