@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.policies import Policy, PolicyContext
 from controller.types import Decision, Observation, Snapshot
-from provisioners.base import PENDING, READY, FunctionSpec, InstanceProvisioner, InstanceRecord, LaunchSpec
+from provisioners.base import PENDING, FunctionSpec, InstanceProvisioner, InstanceRecord, LaunchSpec
 
 
 @dataclass(frozen=True)

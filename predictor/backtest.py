@@ -452,7 +452,7 @@ def compare(traces: Iterable[str] | None = None,
                 row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             if progress:
-                progress(f"  -> " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                progress("  -> " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                               for k, v in row.items()
                                               if k in ("mase", "coverage_p90", "coverage_p99", "error")))
     df = pd.DataFrame(rows)

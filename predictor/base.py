@@ -58,3 +58,12 @@ def clean_quantiles(pred: np.ndarray) -> np.ndarray:
     np.maximum(out, 0.0, out=out)
     out.sort(axis=1)
     return out
+
+
+def valid_step_s(step_s) -> float:
+    """The step in seconds, or 60 s when it is not a positive number (forecasters never raise)."""
+    try:
+        value = float(step_s)
+    except (TypeError, ValueError):
+        return 60.0
+    return value if value > 0 else 60.0

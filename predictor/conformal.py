@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from predictor.base import Forecaster, clean_quantiles
+from predictor.base import Forecaster, clean_quantiles, valid_step_s
 from predictor.naive import ShiftDetector, StatForecaster, sanitize
 
 
@@ -144,10 +144,7 @@ class Calibrated(Forecaster):
 
     # ------------------------------------------------------------------ contract
     def fit(self, history, step_s: float) -> None:
-        try:
-            self.step_s = float(step_s) if float(step_s) > 0 else 60.0
-        except (TypeError, ValueError):
-            self.step_s = 60.0
+        self.step_s = valid_step_s(step_s)
         self.c = 1.0 / self.step_s
         if not self.window_arg:
             self.window = max(int(round(3 * 86400.0 / self.step_s)), 500)

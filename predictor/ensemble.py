@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from predictor.base import Forecaster, clean_quantiles
+from predictor.base import Forecaster, clean_quantiles, valid_step_s
 from predictor.conformal import Calibrated
 from predictor.naive import sanitize
 
@@ -85,10 +85,7 @@ class SkillWeighted(Forecaster):
         self.stamp[row] = self.n_obs
 
     def fit(self, history, step_s: float) -> None:
-        try:
-            self.step_s = float(step_s) if float(step_s) > 0 else 60.0
-        except (TypeError, ValueError):
-            self.step_s = 60.0
+        self.step_s = valid_step_s(step_s)
         self.c = 1.0 / self.step_s
         self._reset()
         y = sanitize(history)

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from predictor.base import Forecaster, clean_quantiles
+from predictor.base import Forecaster, clean_quantiles, valid_step_s
 
 _ND = NormalDist()
 DEFAULT_LOG_SIGMA = 0.5   # log-scale sd used when there is no error history at all (x1.9 at p90)
@@ -209,10 +209,7 @@ class StatForecaster(Forecaster):
         return np.maximum(np.exp(np.asarray(x, dtype=float)) - self.c, 0.0)
 
     def _start(self, history, step_s: float, period: int | None = None) -> np.ndarray:
-        try:
-            self.step_s = float(step_s) if float(step_s) > 0 else 60.0
-        except (TypeError, ValueError):
-            self.step_s = 60.0
+        self.step_s = valid_step_s(step_s)
         self.c = 1.0 / self.step_s
         y = sanitize(history)
         y, n_bad = impute(y, period)

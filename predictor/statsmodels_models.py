@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from predictor.base import valid_step_s
 from predictor.naive import (DEFAULT_LOG_SIGMA, Ring, ShiftDetector, StatForecaster,
                              _last_value_log, z_of)
 
@@ -83,28 +84,20 @@ class _Scheduled(StatForecaster):
         self._z: tuple | None = None
 
     def _period_for(self, step_s: float) -> int:
-        try:
-            sp = float(step_s) if float(step_s) > 0 else 60.0
-        except (TypeError, ValueError):
-            sp = 60.0
-        return int(self.period_arg) if self.period_arg else _daily_period(sp)
+        return int(self.period_arg) if self.period_arg else _daily_period(valid_step_s(step_s))
 
     @property
     def refit_due(self) -> bool:
         return self.steps_since_fit >= self.refit_every
 
     def fit(self, history, step_s: float) -> None:
-        try:
-            sp = float(step_s)
-        except (TypeError, ValueError):
-            sp = 60.0
-        sp = sp if sp > 0 else 60.0
+        sp = valid_step_s(step_s)
         self.period = int(self.period_arg) if self.period_arg else _daily_period(sp)
         self.refit_every = int(self.refit_every_arg) if self.refit_every_arg else self.period
         self.fit_window = int(self.fit_window_arg) if self.fit_window_arg else 4 * self.period
         self.fit_window = max(self.fit_window, 50)
         self.hist = Ring(max(self.fit_window, 2 * self.period + 2))
-        x = self._start(history, sp, self.period)
+        self._start(history, sp, self.period)
         self._estimate(self.hist.values().copy())
 
     def refitted_copy(self) -> "_Scheduled":

@@ -10,33 +10,15 @@ pytest.importorskip("simpy", exc_type=ImportError)
 
 from bench.simpy_model import run_simpy  # noqa: E402
 from controller.config import Config, FunctionsConfig, StaticPeakPolicyConfig, load_config  # noqa: E402
-from controller.scenario import InstanceOption, Scenario  # noqa: E402
-from provisioners.catalog import load_catalog  # noqa: E402
+from controller.scenario import Scenario  # noqa: E402
 from provisioners.distributions import Distribution  # noqa: E402
-from serving.profiles import BackendProfile, ModelProfile  # noqa: E402
-from traces.model import Trace  # noqa: E402
-
-G4DN_USD_PER_H = 0.526
-
-
-def make_config(**sections) -> Config:
-    cfg = load_config()
-    for name, value in sections.items():
-        cfg = dataclasses.replace(cfg, **{name: value})
-    return cfg
+from serving.profiles import BackendProfile  # noqa: E402
+from tests.scenarios import G4DN_USD_PER_H, instance_profile, make_config, scenario, trace_of  # noqa: E402
 
 
 def instance_scenario(cfg: Config, latencies_ms, max_delay_ms=0.0, function=None) -> Scenario:
     """One instance kind (priced as g4dn.xlarge) with the given batch latency table, no jitter."""
-    catalog = load_catalog()
-    prof = BackendProfile("g4dn.xlarge", "instance", len(latencies_ms), tuple(latencies_ms), 0.0, max_delay_ms)
-    backends = {"g4dn.xlarge": prof}
-    if function is not None:
-        backends[function.backend] = function
-    model = ModelProfile("test", backends, "test")
-    opt = InstanceOption(("g4dn.xlarge", "on-demand"), catalog.instance("g4dn.xlarge"), prof, G4DN_USD_PER_H,
-                         prof.capacity_rps_at_slo(cfg.slo.latency_ms))
-    return Scenario(catalog, model, (opt,), function, cfg.slo.latency_ms)
+    return scenario(cfg, instance_profile(latencies_ms, max_delay_ms), function)
 
 
 def one_instance_config() -> Config:
@@ -47,8 +29,7 @@ def one_instance_config() -> Config:
 
 
 def run(cfg, scenario, arrivals, duration_s, policy="static-peak"):
-    trace = Trace("hand", "test", "none", "", duration_s, arrivals_s=np.asarray(arrivals, float))
-    return run_simpy(cfg, scenario, trace, policy, seed=0, return_latencies=True)
+    return run_simpy(cfg, scenario, trace_of(arrivals, duration_s), policy, seed=0, return_latencies=True)
 
 
 def test_fifo_instance_latencies_and_billing():
@@ -220,7 +201,7 @@ def test_spill_uses_the_router_queue_wait_estimate():
     scen = scenario(cfg, instance_profile([10.0]), function_profile(100.0, cold_s=2.0))
     arrivals = [0.0, 0.001, 0.006, 0.007, 0.016]
     policy = "test-one-instance-spill-15ms"
-    trace_s = run_simpy(cfg, scen, Trace("hand", "test", "none", "", 1.0, arrivals_s=np.asarray(arrivals)),
+    trace_s = run_simpy(cfg, scen, trace_of(arrivals, 1.0),
                         policy, seed=0, return_latencies=True)
     real = run_simulator(cfg, scen, arrivals, 1.0, policy=policy)
     # One unbatched 10 ms instance holding one request (L = 1); threshold 15 ms.
