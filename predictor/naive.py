@@ -383,6 +383,7 @@ class SeasonalNaive(StatForecaster):
         self.min_errors = int(min_errors)
         self.errors = Ring(self.error_window)
         self.offset = 0.0
+        self.offset_at = 0                  # step count when the offset last changed
         self.detector = ShiftDetector(run=shift_run)
         self.fallback = LastValue()
         self._qcache: tuple | None = None
@@ -433,10 +434,14 @@ class SeasonalNaive(StatForecaster):
                 shift = self.detector.feed(r)
                 if shift is not None:
                     self.offset += shift
+                    self.offset_at = self.n_seen
                     self.shift_until = self.n_seen + self.period // 4 + 10
                     self.widen = 1.5
-        # the shift correction is only needed until the seasonal lag itself has moved;
-        # if it lingers too long the detector sees the opposite run and removes it.
+        # The shift correction is only needed until the seasonal lag itself has moved past the
+        # shift: one period later the lag already holds the new level, so the offset is dropped
+        # (kept longer it compounds: after NASA's 37.7 h outage it reached x597).
+        if self.offset and self.n_seen - self.offset_at >= self.period:
+            self.offset = 0.0
         self._qcache = None if len(self.errors) < 200 else self._qcache
         self._set_reason()
 
