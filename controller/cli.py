@@ -43,7 +43,7 @@ def cli():
 
     Keeps a baseline fleet of GPU instances and spills bursts to serverless functions,
     choosing the mix that meets a latency SLO at least cost. Start with
-    `spillway simulate --trace default`, then open the report it writes.
+    `spillway simulate --trace default --duration 1d`, then open the report it writes.
     """
 
 
