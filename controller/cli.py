@@ -167,9 +167,12 @@ def forecast():
               help="Train on this many days from the start [default: the trace's own split].")
 @click.option("--max-origins", type=int, default=2000, show_default=True,
               help="Forecast origins evaluated in the held-out part (every step still updates the model).")
+@click.option("--refit-every", default=None, metavar="DUR",
+              help="Refit the model on everything seen so far at this interval, timed apart from "
+                   "update and predict (as the daemon runs refits off the decision path) [default: never].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write backtest.json, per_horizon.csv and bands.png [default: runs/forecast-<trace>-<model>].")
-def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins, out_dir):
+def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins, refit_every, out_dir):
     """Fit on the first part of a trace, then forecast the held-out part from rolling origins.
 
     Reports MAE, MASE against seasonal naive, pinball loss and coverage for p50/p90/p99, and
@@ -194,8 +197,9 @@ def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins,
     out = Path(out_dir or f"runs/forecast-{_slug(trace.name)}-{model}")
     click.echo(f"backtesting {model} on {trace.name}: step {step_s:g} s, horizon {horizon_steps} steps, "
                f"{train_end} training steps, {series.size - train_end} test steps")
+    refit_steps = max(1, round(parse_duration(refit_every, "--refit-every") / step_s)) if refit_every else None
     result = backtest(series, step_s, registry.make_forecaster(model, step_s), train_end, horizon_steps,
-                      max_origins=max_origins, trace=trace.name)
+                      refit_every_steps=refit_steps, max_origins=max_origins, trace=trace.name)
     result.write(out)
     png = plot_bands(result, out / "bands.png")
     for key, value in result.summary().items():
