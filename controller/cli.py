@@ -165,6 +165,8 @@ def forecast():
               help="Forecast step [default: 1m for per-second traces, the trace's resolution if coarser].")
 @click.option("--train-days", type=float, default=None,
               help="Train on this many days from the start [default: the trace's own split].")
+@click.option("--target", type=click.Choice(["peak", "mean"]), default="peak", show_default=True,
+              help="Forecast each step's peak (highest 1-second rate, where the trace has seconds) or its mean rate.")
 @click.option("--max-origins", type=int, default=2000, show_default=True,
               help="Forecast origins evaluated in the held-out part (every step still updates the model).")
 @click.option("--refit-every", default=None, metavar="DUR",
@@ -172,7 +174,7 @@ def forecast():
                    "update and predict (as the daemon runs refits off the decision path) [default: never].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where to write backtest.json, per_horizon.csv and bands.png [default: runs/forecast-<trace>-<model>].")
-def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins, refit_every, out_dir):
+def forecast_backtest(trace_name, model, horizon, step, train_days, target, max_origins, refit_every, out_dir):
     """Fit on the first part of a trace, then forecast the held-out part from rolling origins.
 
     Reports MAE, MASE against seasonal naive, pinball loss and coverage for p50/p90/p99, and
@@ -188,14 +190,15 @@ def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins,
     trace = load_trace(trace_name)
     step_s = parse_duration(step, "--step") if step else default_step_s(trace_name, trace)
     horizon_s = parse_duration(horizon, "--horizon")
-    series = step_series(trace, step_s)
+    series = step_series(trace, step_s, target)
     _, _, train_end = train_test_split(series, train_days=train_days, step_s=step_s, trace_name=trace_name)
     if train_end < 2 or train_end >= series.size - 1:
         raise click.BadParameter(f"the split leaves {train_end} training and {series.size - train_end} test steps",
                                  param_hint="--train-days")
     horizon_steps = max(1, int(-(-horizon_s // step_s)))
     out = Path(out_dir or f"runs/forecast-{_slug(trace.name)}-{model}")
-    click.echo(f"backtesting {model} on {trace.name}: step {step_s:g} s, horizon {horizon_steps} steps, "
+    click.echo(f"backtesting {model} on {trace.name} ({target} rate per step): step {step_s:g} s, "
+               f"horizon {horizon_steps} steps, "
                f"{train_end} training steps, {series.size - train_end} test steps")
     refit_steps = max(1, round(parse_duration(refit_every, "--refit-every") / step_s)) if refit_every else None
     result = backtest(series, step_s, registry.make_forecaster(model, step_s), train_end, horizon_steps,
@@ -212,10 +215,12 @@ def forecast_backtest(trace_name, model, horizon, step, train_days, max_origins,
 @click.option("--traces", default="all", show_default=True,
               help="Comma-separated trace names, or 'all' multi-day traces.")
 @click.option("--models", default="all", show_default=True, help="Comma-separated model names, or 'all'.")
+@click.option("--target", type=click.Choice(["peak", "mean"]), default="peak", show_default=True,
+              help="Forecast each step's peak (highest 1-second rate) or its mean rate.")
 @click.option("--max-origins", type=int, default=2000, show_default=True, help="Origins per backtest.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/forecast-compare",
               show_default=True, help="Where to write compare.csv, compare.md and the band plots.")
-def forecast_compare(traces, models, max_origins, out_dir):
+def forecast_compare(traces, models, target, max_origins, out_dir):
     """Every model on every multi-day trace (its own step and train/test split): one table."""
     from predictor import registry
     from predictor.backtest import compare
@@ -226,7 +231,8 @@ def forecast_compare(traces, models, max_origins, out_dir):
     for m in model_list or []:
         if m not in registry.model_names():
             raise click.BadParameter(f"{m!r} is not one of {', '.join(registry.model_names())}", param_hint="--models")
-    table = compare(trace_list, model_list, max_origins=max_origins, out_dir=out_dir, progress=click.echo)
+    table = compare(trace_list, model_list, max_origins=max_origins, out_dir=out_dir, progress=click.echo,
+                    target=target)
     click.echo(table.to_string(index=False, max_colwidth=30))
     click.echo(f"written {out_dir}/compare.csv and {out_dir}/compare.md")
 

@@ -7,7 +7,8 @@ CLI semantics (for the lead wiring ``spillway forecast ...``)
 
   1. ``trace = traces.registry.load_trace(NAME)``; ``step_s`` = ``--step`` (default:
      ``series.default_step_s(NAME, trace)``: 60 s for Twitter/NASA, 600 s for ServeGen, 3600 s
-     for Wikipedia); ``series = series.step_series(trace, step_s)`` (NaN on masked steps).
+     for Wikipedia); ``series = series.step_series(trace, step_s, target)`` (NaN on masked
+     steps; target "peak": the highest 1-second rate of each step, the default, or "mean").
   2. ``train_end`` = ``series.train_test_split(series, train_fraction, train_days, step_s,
      trace_name=NAME)[2]`` (per-trace defaults in ``series.DEFAULT_SPLITS``).
   3. ``horizon_steps = ceil(horizon_s / step_s)``; model from ``predictor.registry`` by NAME
@@ -398,7 +399,7 @@ def compare(traces: Iterable[str] | None = None,
             quantiles: Sequence[float] = DEFAULT_QUANTILES,
             max_origins: int | None = 2000, out_dir: str | Path | None = None,
             step_s: Mapping[str, float] | None = None,
-            progress: Callable[[str], None] | None = None):
+            progress: Callable[[str], None] | None = None, target: str = "peak"):
     """Every model on every trace with the trace's default step and split -> DataFrame.
 
     ``models``: names (resolved with ``resolve_factory``), a mapping name -> factory(step_s), or
@@ -419,7 +420,7 @@ def compare(traces: Iterable[str] | None = None,
     for tname in traces:
         trace = load_trace(tname)
         st = float((step_s or {}).get(tname) or S.default_step_s(tname, trace))
-        ser = S.step_series(trace, st)
+        ser = S.step_series(trace, st, target)
         _, _, train_end = S.train_test_split(ser, step_s=st, trace_name=tname)
         hsteps = [max(1, math.ceil(h / st - 1e-9)) for h in horizons_s]
         H = max(hsteps)

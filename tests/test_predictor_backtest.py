@@ -186,6 +186,18 @@ def test_compare_records_errors(tmp_path):
     assert "shape" in df.loc[0, "error"]
 
 
+def test_step_series_peak_is_the_busiest_second():
+    from traces.model import Trace
+    counts = np.ones(120)
+    counts[30], counts[100] = 9.0, 5.0           # one busy second in each minute
+    tr = Trace(name="t", source="", licence="", start="", duration_s=120.0, bin_s=1.0, counts=counts)
+    assert np.allclose(step_series(tr, 60.0), [9.0, 5.0])
+    assert np.allclose(step_series(tr, 60.0, "mean"), [68 / 60, 64 / 60])
+    hourly = Trace(name="h", source="", licence="", start="", duration_s=7200.0, bin_s=3600.0,
+                   counts=np.array([3600.0, 7200.0]))
+    assert np.allclose(step_series(hourly, 3600.0), [1.0, 2.0])   # no seconds to look into
+
+
 def test_step_series_masks_and_splits():
     from traces.model import Trace
     tr = Trace(name="t", source="", licence="", start="", duration_s=650.0, bin_s=1.0,
