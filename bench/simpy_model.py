@@ -69,10 +69,7 @@ from traces.arrivals import iter_arrivals
 from traces.model import Trace
 from traces.transforms import slice_trace
 
-try:
-    from simulator.engine import ARRIVAL_CHUNK_S, ROUTER_QUEUE_CAPACITY
-except ImportError:  # pragma: no cover
-    ARRIVAL_CHUNK_S, ROUTER_QUEUE_CAPACITY = 3600.0, 1 << 20
+from simulator.engine import ROUTER_QUEUE_CAPACITY
 
 
 class Jitter:
@@ -458,7 +455,7 @@ class Model:
     def arrivals(self):
         env = self.env
         # Chunked as the simulator chunks them (the chunk length selects the random streams).
-        for chunk in iter_arrivals(self.trace, self.seed, chunk_s=ARRIVAL_CHUNK_S):
+        for chunk in iter_arrivals(self.trace, self.seed):
             for t in chunk.tolist():
                 if t > env.now:
                     yield env.timeout(t - env.now)

@@ -36,7 +36,6 @@ from traces.arrivals import iter_arrivals
 from traces.model import Trace
 from traces.transforms import slice_trace
 
-ARRIVAL_CHUNK_S = 600.0     # arrivals are generated 10 minutes at a time (4,000 req/s: 19 MB)
 RETRY_HEAP_CAPACITY = 1 << 16
 ROUTER_QUEUE_CAPACITY = 1 << 20   # the router queue's hard ceiling (8 MB per array)
 
@@ -51,7 +50,6 @@ class SimResult:
     summary: dict
     series: pd.DataFrame                   # one row per controller interval
     hist: np.ndarray                       # [path, bin] request counts
-    fleet_keys: list[tuple[str, str]]
     latencies_s: np.ndarray | None = None  # per request, only with record_latencies
     instances: list = field(default_factory=list)
 
@@ -60,7 +58,7 @@ class _ArrivalStream:
     """Arrivals before a given time, from the chunk iterator (consumed in order)."""
 
     def __init__(self, trace: Trace, seed: int):
-        self._chunks = iter_arrivals(trace, seed, chunk_s=ARRIVAL_CHUNK_S)
+        self._chunks = iter_arrivals(trace, seed)   # default chunks: the same as expand_to_arrivals
         self._buf = np.zeros(0)
         self._pos = 0
 
@@ -177,25 +175,32 @@ class Simulation:
             spill = bool(fn_enabled and decision.spill_enabled)
             thr_s = decision.spill_threshold_ms / 1000.0
             spot.notices_until(fleet, t1)
-            # Instances the router may use in this interval (the kernel still checks readiness and
-            # a notice's exact time), and all that may hold queued work.
-            route = np.fromiter((i.slot for i in fleet.instances.values()
-                                 if i.drain_at_s is None or i.drain_at_s > t0), np.int64)
-            live = np.fromiter((i.slot for i in fleet.instances.values()), np.int64)
-            states = fleet.counts_by_state(t0)
+            # One pass over the fleet: the instances the router may use in this interval (the
+            # kernel still checks readiness and a notice's exact time), all that may hold queued
+            # work, counts by state and by kind, ready capacity, and EC2 reclaims due now.
+            route_slots, live_slots, reclaims = [], [], []
+            states = {"pending": 0, "ready": 0, "draining": 0}
             live_counts: dict[tuple[str, str], int] = {}
             capacity = 0.0
             for inst in fleet.instances.values():
+                live_slots.append(inst.slot)
+                if inst.drain_at_s is None or inst.drain_at_s > t0:
+                    route_slots.append(inst.slot)
+                state = inst.state(t0)
+                if state in states:
+                    states[state] += 1
                 key = (inst.instance_type, inst.market)
                 live_counts[key] = live_counts.get(key, 0) + 1
                 if inst.drain_at_s is None and inst.ready_at_s <= t0:
                     capacity += capacity_of[key]
+                if t0 <= inst.reclaim_at_s < t1 and inst.ended_at_s is None:
+                    reclaims.append(inst)
+            reclaims.sort(key=lambda i: i.reclaim_at_s)
+            route = np.array(route_slots, np.int64)
+            live = np.array(live_slots, np.int64)
             counters[:] = 0
             win_hist[:] = 0
             arrivals = stream.take(t1)
-            reclaims = sorted((i for i in fleet.instances.values()
-                               if t0 <= i.reclaim_at_s < t1 and i.ended_at_s is None),
-                              key=lambda i: i.reclaim_at_s)
             cut, evict_slot, evict_t = 0, -1, 0.0
             for piece, inst in enumerate(reclaims):
                 stop = int(np.searchsorted(arrivals, inst.reclaim_at_s, side="left"))
@@ -252,7 +257,7 @@ class Simulation:
 
         wall_s = time.perf_counter() - wall0
         summary = _summary(self, total, hist, fleet, costs, interruptions, wall_s)
-        return SimResult(summary, series.to_frame(set(COUNT_COLUMNS) | set(key_columns)), hist, fleet_keys,
+        return SimResult(summary, series.to_frame(set(COUNT_COLUMNS) | set(key_columns)), hist,
                          lat_out if self.record_latencies else None, fleet.all_instances())
 
 

@@ -189,13 +189,5 @@ class SimFleet:
                                       None, inst.decision_id))
         return out
 
-    def counts_by_state(self, now_s: float) -> dict[str, int]:
-        out = {PENDING: 0, READY: 0, DRAINING: 0}
-        for inst in self.instances.values():
-            state = inst.state(now_s)
-            if state in out:
-                out[state] += 1
-        return out
-
     def all_instances(self) -> list[SimInstance]:
         return self.finished + list(self.instances.values())

@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 SUB = 128
 E_MIN = -10                  # the first octave starts at 2**E_MIN ms
@@ -32,6 +35,30 @@ def bin_of(latency_ms: float) -> int:
         return 0
     m, e = math.frexp(latency_ms)
     return min((e - 1 - E_MIN) * SUB + int((2.0 * m - 1.0) * SUB), N_BINS - 1)
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE-754 bits of a float64 as an int64 (an LLVM bitcast: free)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+_SUB_BITS = SUB.bit_length() - 1          # 7: the top 7 mantissa bits pick the bin in an octave
+
+
+@njit(cache=True, inline="always")
+def bin_index(latency_s):
+    """The kernel's bin of a latency in seconds: bin_of's rule read off the float's exponent and
+    top mantissa bits, with no logarithm or frexp call per request: for ms = m * 2**e with
+    1 <= m < 2, the bin is (e - E_MIN) * 128 + floor((m - 1) * 128)."""
+    ms = latency_s * 1000.0
+    if ms < 2.0 ** E_MIN:
+        return 0
+    bits = _float_bits(ms)
+    b = (((bits >> 52) & 0x7FF) - 1023 - E_MIN) * SUB + ((bits >> (52 - _SUB_BITS)) & (SUB - 1))
+    return b if b < N_BINS else N_BINS - 1
 
 
 _EDGES = edges_ms()

@@ -35,11 +35,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-from simulator.histogram import E_MIN, N_BINS, SUB
+from simulator.histogram import bin_index as _bin
 
 PATH_INSTANCE, PATH_WARM, PATH_COLD = 0, 1, 2
 
@@ -103,29 +101,6 @@ def _jitter(sigma, exponential):
     if sigma <= 0.0:
         return 1.0
     return math.exp(sigma * np.random.standard_normal() - 0.5 * sigma * sigma)
-
-
-@intrinsic
-def _float_bits(typingctx, x):
-    """The IEEE-754 bits of a float64 as an int64 (an LLVM bitcast: free)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
-
-
-_SUB_BITS = SUB.bit_length() - 1          # 7: the top 7 mantissa bits pick the bin in an octave
-
-
-@njit(cache=True, inline="always")
-def _bin(latency_s):
-    """Histogram bin of a latency: the float's exponent and top mantissa bits (see
-    simulator.histogram): for ms = m * 2**e with 1 <= m < 2, (e - E_MIN) * 128 + floor((m - 1) * 128)."""
-    ms = latency_s * 1000.0
-    if ms < 2.0 ** E_MIN:
-        return 0
-    bits = _float_bits(ms)
-    b = (((bits >> 52) & 0x7FF) - 1023 - E_MIN) * SUB + ((bits >> (52 - _SUB_BITS)) & (SUB - 1))
-    return b if b < N_BINS else N_BINS - 1
 
 
 # NOTE on speed: numba inlines helpers that take arrays with a reference-count update on every

@@ -5,15 +5,14 @@ import numpy as np
 import pytest
 from numba import njit
 
-from simulator import kernel as K
-from simulator.histogram import N_BINS, bin_of, percentile_ms
+from simulator.histogram import N_BINS, bin_index, bin_of, percentile_ms
 
 
 @njit
 def _kernel_bins(latencies_ms):
     out = np.empty(latencies_ms.shape[0], np.int64)
     for j in range(latencies_ms.shape[0]):
-        out[j] = K._bin(latencies_ms[j] / 1000.0)
+        out[j] = bin_index(latencies_ms[j] / 1000.0)
     return out
 
 

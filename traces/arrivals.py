@@ -87,7 +87,10 @@ def _counts_chunk(trace: Trace, k: int, bins_per_chunk: int, seed: int) -> np.nd
     return _place_sorted(n, edges[:-1], np.diff(edges), spacings, np.nextafter(trace.duration_s, 0.0))
 
 
-def iter_arrivals(trace: Trace, seed: int, chunk_s: float = 600.0, start_s: float = 0.0,
+DEFAULT_CHUNK_S = 600.0   # 10 minutes: 2.4 M arrivals (19 MB) at 4,000 req/s
+
+
+def iter_arrivals(trace: Trace, seed: int, chunk_s: float = DEFAULT_CHUNK_S, start_s: float = 0.0,
                   end_s: float | None = None) -> Iterator[np.ndarray]:
     """Yield sorted float64 arrival times (seconds since t=0), one array per window.
 
