@@ -30,6 +30,7 @@ class ControlLoop:
     ctx: PolicyContext
     instances: InstanceProvisioner
     functions: Any = None                    # FunctionProvisioner, or None when disabled
+    forecaster: Any = None                   # controller.forecast.LoadForecaster, or None
     state: Any = None
     decision: Decision | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -41,8 +42,13 @@ class ControlLoop:
     def tick(self, now_s: float, observation: Observation | None) -> TickResult:
         snapshot = Snapshot(now_s=now_s, observation=observation, fleet=tuple(self.instances.describe()),
                             stale_after_s=self.ctx.config.controller.stale_after_s)
-        # Forecasts arrive with the predictor (issue 4); today's policies decide on observations.
-        decision, self.state = self.policy.decide(snapshot, None, self.ctx, self.state)
+        forecast = None
+        if self.forecaster is not None:
+            self.forecaster.observe(observation)
+            need = self.policy.forecast_need(self.ctx)
+            if need is not None:
+                forecast = self.forecaster.forecast(now_s, need.horizon_s, need.quantiles)
+        decision, self.state = self.policy.decide(snapshot, forecast, self.ctx, self.state)
         decision_id = f"d{next(self._ids)}"
         launched, terminated, limited = self._reconcile(decision, snapshot, decision_id)
         if self.functions is not None and (self.decision is None

@@ -29,6 +29,7 @@ from simulator import kernel as K
 from simulator.fleet import SimFleet
 from simulator.functions import SimFunctionPool
 from simulator.histogram import MIDS_MS, N_BINS, PATHS, percentile_ms
+from traces.rng import new_state
 from simulator.series import TimeSeries, two_percentiles
 from simulator.spot import SpotInterruptions
 from simulator.tables import function_params, type_tables
@@ -37,7 +38,7 @@ from traces.model import Trace
 from traces.transforms import slice_trace
 
 RETRY_HEAP_CAPACITY = 1 << 16
-ROUTER_QUEUE_CAPACITY = 1 << 20   # the router queue's hard ceiling (8 MB per array)
+ROUTER_QUEUE_CAPACITY = 1 << 20   # the router queue's hard ceiling
 
 
 COUNT_COLUMNS = ("arrivals", "instances_pending", "instances_ready", "instances_draining", "served_instance",
@@ -77,10 +78,32 @@ class _ArrivalStream:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+class _RouterQueue:
+    """The router's FIFO of waiting requests (time queued, time arrived, index): a ring buffer
+    that the kernel reads and writes, its head and length in fn_s. It never holds more than the
+    kernel's limit, so it is sized to that limit and grown with the fleet: a ring as large as
+    the ceiling would stream waiting requests through 24 MB instead of a few KB in cache."""
+
+    def __init__(self, fn_s: np.ndarray):
+        self.fn_s = fn_s
+        self.t, self.a, self.i = np.empty(0), np.empty(0), np.empty(0, np.int64)
+
+    def reserve(self, limit: int) -> None:
+        if limit <= self.t.shape[0]:
+            return
+        capacity = 1 << (limit - 1).bit_length()
+        head, n = int(self.fn_s[K.FS_CQ_HEAD]), int(self.fn_s[K.FS_CQ_LEN])
+        live = (head + np.arange(n)) & (self.t.shape[0] - 1)
+        self.t, self.a, self.i = (np.concatenate([ring[live], np.empty(capacity - n, ring.dtype)])
+                                  for ring in (self.t, self.a, self.i))
+        self.fn_s[K.FS_CQ_HEAD] = 0
+
+
 class Simulation:
     def __init__(self, cfg: Config, scenario: Scenario, trace: Trace, policy_name: str,
-                 seed: int | None = None, record_latencies: bool = False):
+                 seed: int | None = None, record_latencies: bool = False, forecaster=None):
         self.cfg, self.scenario, self.trace = cfg, scenario, trace
+        self.forecaster = forecaster      # controller.forecast.LoadForecaster for forecasting policies
         self.seed = cfg.simulation.seed if seed is None else seed
         self.policy_name = policy_name
         self.record_latencies = record_latencies
@@ -96,18 +119,20 @@ class Simulation:
         pool = SimFunctionPool(fn_cfg.max_concurrency, fn_cfg.memory_mb, fn_s)
         spot = SpotInterruptions(cfg.simulation.spot_interruptions, scen.catalog,
                                  np.random.default_rng([self.seed, 2]))
-        ctx = PolicyContext(cfg, scen, trace_peak_rps=trace.peak_rps(60.0))
+        ctx = PolicyContext(cfg, scen, trace_peak_rps=trace.peak_rps(60.0), trace=trace)
         loop = ControlLoop(make_policy(self.policy_name), ctx,
                            SimInstanceProvisioner(fleet, scen.catalog, clock, np.random.default_rng([self.seed, 1]),
                                                   cfg.simulation.warm_start, on_launch=spot.on_launch),
-                           SimFunctionProvisioner(pool, clock) if scen.function is not None else None)
+                           SimFunctionProvisioner(pool, clock) if scen.function is not None else None,
+                           forecaster=self.forecaster)
         fn_enabled = scen.function is not None
         fn_p, fn_i = function_params(scen, cfg)
         fn_s[K.FS_TOKENS] = fn_p[K.FP_TOKEN_MAX]
-        cq_t, cq_a = np.zeros(ROUTER_QUEUE_CAPACITY), np.zeros(ROUTER_QUEUE_CAPACITY)
-        cq_i = np.zeros(ROUTER_QUEUE_CAPACITY, np.int64)
-        rh_t, rh_a = np.zeros(RETRY_HEAP_CAPACITY), np.zeros(RETRY_HEAP_CAPACITY)
-        rh_i, rh_n = np.zeros(RETRY_HEAP_CAPACITY, np.int64), np.zeros(RETRY_HEAP_CAPACITY, np.int64)
+        cq = _RouterQueue(fn_s)
+        # The kernel never reads the retry heap past its size, so it is not zeroed: 2 MB of writes
+        # (and page faults) per run that most runs' few retries never need.
+        rh_t, rh_a = np.empty(RETRY_HEAP_CAPACITY), np.empty(RETRY_HEAP_CAPACITY)
+        rh_i, rh_n = np.empty(RETRY_HEAP_CAPACITY, np.int64), np.empty(RETRY_HEAP_CAPACITY, np.int64)
         pricing = scen.catalog.functions
         gb = fn_cfg.memory_mb / 1024.0
         slo_s = cfg.slo.latency_ms / 1000.0
@@ -123,20 +148,18 @@ class Simulation:
         if self.record_latencies:
             lat_out = np.full(int(sum(c.shape[0] for c in iter_arrivals(trace, self.seed))), np.nan)
         idx0 = 0
-        # The kernel's random stream (jitter, cold starts) is seeded once; arrival generation
-        # reseeds per chunk with its own seeds, and both happen in a fixed order, so a run is
-        # reproducible from its seed.
-        reseed = [int(np.random.SeedSequence([self.seed, 3]).generate_state(1)[0])]
+        # The kernel's random stream (jitter, cold starts), independent of the arrivals' streams.
+        rng = new_state(np.random.SeedSequence([self.seed, 3]))
 
-        def kernel(arrivals, t_start, t_end, spill, thr_s, evict_slot=-1, evict_t=0.0, piece=0):
+        def kernel(arrivals, t_start, t_end, spill, thr_s, evict_slot=-1, evict_t=0.0):
             cq_limit = min(cfg.router.max_queue_per_instance * route.shape[0], ROUTER_QUEUE_CAPACITY)
+            cq.reserve(cq_limit)
             K.run_window(arrivals, idx0, t_start, t_end, route, route.shape[0], live, live.shape[0],
                          evict_slot, evict_t, fleet.inst_f, fleet.inst_i, fleet.qt, fleet.qa, fleet.qi,
-                         fleet.queue_capacity - 1, cq_t, cq_a, cq_i, cq_limit,
+                         fleet.queue_capacity - 1, cq.t, cq.a, cq.i, cq_limit,
                          tt.type_f, tt.type_i, tt.lat_tab, tt.take_tab, tt.est_tab,
-                         spill, thr_s, slo_s, pool.busy_t, pool.busy_p, pool.idle_t,
-                         fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n, hist, win_hist, counters, lat_out,
-                         reseed.pop() if reseed else -1)
+                         spill, thr_s, slo_s, pool.busy_t, pool.prov_t, pool.idle_t,
+                         fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n, hist, win_hist, counters, lat_out, rng)
 
         dt = cfg.controller.interval_s
         window_s = cfg.controller.metrics_window_s
@@ -205,26 +228,27 @@ class Simulation:
             for piece, inst in enumerate(reclaims):
                 stop = int(np.searchsorted(arrivals, inst.reclaim_at_s, side="left"))
                 kernel(arrivals[cut:stop], evict_t if piece else t0, inst.reclaim_at_s, spill, thr_s,
-                       evict_slot, evict_t, piece)
+                       evict_slot, evict_t)
                 idx0 += stop - cut
                 cut, evict_slot, evict_t = stop, inst.slot, inst.reclaim_at_s
                 fleet.reclaim(inst)
                 interruptions += 1
-            kernel(arrivals[cut:], evict_t if reclaims else t0, t1, spill, thr_s, evict_slot, evict_t, len(reclaims))
+            kernel(arrivals[cut:], evict_t if reclaims else t0, t1, spill, thr_s, evict_slot, evict_t)
             idx0 += arrivals.shape[0] - cut
             if last_window:
                 # End of the span: due retries run and every queued request finishes; counted here.
-                kernel(arrivals[:0], t1, math.inf, spill, thr_s, piece=len(reclaims) + 1)
+                kernel(arrivals[:0], t1, math.inf, spill, thr_s)
                 # Requests still at the router with no instance left to take them are lost.
                 counters[K.C_DROPPED] += fn_s[K.FS_CQ_LEN]
                 fn_s[K.FS_CQ_LEN] = 0
                 fleet.end_all(t1)
             fleet.settle(t1)
             iaas = fleet.accrue(t1 if not last_window else math.inf)
+            served_fn = counters[K.C_SERVED_WARM] + counters[K.C_SERVED_COLD]
             faas = {"function_duration_usd": (counters[K.C_FN_MS_ON_DEMAND] * pricing.usd_per_gb_s
                                               + counters[K.C_FN_MS_PROVISIONED]
                                               * pricing.provisioned_duration_usd_per_gb_s) / 1000.0 * gb,
-                    "function_requests_usd": counters[K.C_FN_REQUESTS] * pricing.usd_per_request,
+                    "function_requests_usd": served_fn * pricing.usd_per_request,
                     "function_provisioned_usd": pool.provisioned * gb * (t1 - t0) * pricing.provisioned_usd_per_gb_s}
             costs["instances_on_demand_usd"] += iaas["on-demand"]
             costs["instances_spot_usd"] += iaas["spot"]
@@ -233,7 +257,6 @@ class Simulation:
             total += counters
             n_arr = counters[K.C_ARRIVALS]
             recent = [(end, n) for end, n in recent if end > t1 - window_s] + [(t1, n_arr)]
-            served_fn = counters[K.C_SERVED_WARM] + counters[K.C_SERVED_COLD]
             b50, b99 = two_percentiles(win_hist, 0.5, 0.99)
             p50 = MIDS_MS[b50] if b50 >= 0 else math.nan
             p99 = MIDS_MS[b99] if b99 >= 0 else math.nan
@@ -280,7 +303,7 @@ def _summary(sim: Simulation, total, hist, fleet: SimFleet, costs: dict, interru
                          **({"mean_wait_ms": total[K.C_WAIT_SUM_INSTANCE] / n * 1000.0 if n else None}
                             if name == "instance" else {}),
                          "p50_ms": _num(percentile_ms(hist[p], 0.5)), "p99_ms": _num(percentile_ms(hist[p], 0.99))}
-    fn_arrivals = total[K.C_FN_ARRIVALS]
+    fn_arrivals = served_fn + total[K.C_THROTTLED]
     instances = fleet.all_instances()
     return {
         "policy": sim.policy_name, "trace": trace.name, "trace_notes": list(trace.notes),
@@ -294,7 +317,7 @@ def _summary(sim: Simulation, total, hist, fleet: SimFleet, costs: dict, interru
         "faas_fraction": served_fn / requests if requests else 0.0,
         "dropped": dropped, "throttled": int(total[K.C_THROTTLED]), "retries": int(total[K.C_RETRIES]),
         "router_queued": int(total[K.C_ROUTER_QUEUED]),
-        "cold_starts": int(total[K.C_COLD_STARTS]),
+        "cold_starts": int(total[K.C_SERVED_COLD]),
         "function_busy_seen_mean": total[K.C_FN_BUSY_SEEN] / fn_arrivals if fn_arrivals else 0.0,
         "spot_interruptions": interruptions, "evicted": int(total[K.C_EVICTED]),
         "instance_hours": sum(i.ended_at_s - i.launched_at_s for i in instances) / 3600.0,

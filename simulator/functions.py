@@ -1,9 +1,9 @@
 """Simulated function pool: execution environments with keep-alive, cold starts and provisioning.
 
 One request per environment at a time (Lambda's model). Environments are anonymous, so the pool
-keeps times only (see simulator.kernel): a min-heap of busy environments' finish times with a
-provisioned flag, a ring-buffer deque of idle environments' free times, and counts of
-provisioned environments in the state vector `fn_s`.
+keeps times only (see simulator.kernel): 4-ary min-heaps of busy environments' finish times (one
+for on-demand, one for provisioned environments), a ring-buffer deque of idle environments' free
+times, and counts in the state vector `fn_s`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from simulator import kernel as K
 
 class SimFunctionPool:
     def __init__(self, max_concurrency: int, memory_mb: int, fn_s: np.ndarray):
-        self.busy_t = np.zeros(max_concurrency)
-        self.busy_p = np.zeros(max_concurrency, np.int64)
+        # 4-ary min-heaps of busy finish times: the +inf past their end lets every node be
+        # compared with four children (simulator.kernel._pool_pop), so they need three spare slots.
+        self.busy_t = np.full(max_concurrency + 3, np.inf)
+        self.prov_t = np.full(max_concurrency + 3, np.inf)
         self.idle_t = np.zeros(1 << max(0, (max_concurrency - 1).bit_length()))
         self.fn_s = fn_s
         self.spec = FunctionSpec(memory_mb, 0, max_concurrency)
@@ -27,7 +29,7 @@ class SimFunctionPool:
         concurrency limit; released ones are deallocated, idle ones at once and busy ones when
         they finish."""
         s = self.fn_s
-        envs = s[K.FS_BUSY] + s[K.FS_IDLE_LEN] + s[K.FS_PROV_IDLE]
+        envs = s[K.FS_BUSY] + s[K.FS_PROV_BUSY] + s[K.FS_IDLE_LEN] + s[K.FS_PROV_IDLE]
         have = s[K.FS_PROV_IDLE] + s[K.FS_PROV_BUSY]
         want = float(spec.warm_concurrency)
         if want > have:

@@ -19,7 +19,7 @@ def wiki_200():
 
 def test_chunks_concatenate_to_expand(wiki_200):
     chunks = list(iter_arrivals(wiki_200, seed=7))
-    assert len(chunks) == 36       # 6 h in the default 10-minute chunks
+    assert len(chunks) == 360      # 6 h in the default 1-minute chunks
     full = expand_to_arrivals(wiki_200, seed=7)
     assert np.array_equal(np.concatenate(chunks), full)
     n = full.size

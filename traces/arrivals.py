@@ -1,18 +1,21 @@
 """Expand a trace into per-request arrival times, chunk by chunk, reproducibly.
 
 Chunks are the windows [k*chunk_s, (k+1)*chunk_s), k counted from t=0. Window k draws from
-``np.random.default_rng([seed, k])``, so each chunk can be regenerated on its own and the
-result never depends on where a caller starts (``start_s``) or how many chunks it reads.
+substream k of the seed's stream (traces.rng), so each chunk can be regenerated on its own and
+the result never depends on where a caller starts (``start_s``) or how many chunks it reads.
 Only one chunk is materialised at a time: a week at 5,000 req/s is 3 G arrivals (24 GB of
-float64), but the default 10-minute chunk is 3 M (24 MB).
+float64), but the default 1-minute chunk is 300 k (2.4 MB). Chunks that small are also reused
+by the memory allocator from one to the next, where 10-minute ones were fresh memory each time
+(their page faults cost 10% of a 20-minute simulation).
 
 Counts-based traces: chunk_s is rounded *up* to a whole number of bins (chunk_s=3600 with
-600 s bins stays 3600; with 7 s bins it becomes 3605), so no bin straddles two chunks.
-Each bin gets N requests placed uniformly at random inside it, generated already sorted: the
-order statistics of N uniforms on a bin are the partial sums of N+1 exponential spacings divided
-by their total (E_1, E_1+E_2, ... over E_1+...+E_{N+1}), which costs O(N) with no sort. N is:
-  * counts_are_rates=True:  N ~ Poisson(counts[i]);
-  * exact integer counts:    N = counts[i];
+600 s bins stays 3600; with 7 s bins it becomes 3605), so no bin straddles two chunks. Within a
+bin requests are spread uniformly at random, generated already sorted, in O(N) with no sort:
+  * counts_are_rates=True: a Poisson process of rate counts[i] / width across the bin, i.e.
+    exponential gaps until the bin's end; its count is Poisson(counts[i]) and, given the count,
+    its times are uniform, which is the model's assumption;
+  * exact integer counts: N = counts[i] times, the order statistics of N uniforms: the partial
+    sums of N+1 exponential spacings divided by their total (E_1, E_1+E_2, ... over E_1+...+E_{N+1});
   * exact non-integer counts (after a "multiply" rescale): N = floor(c) + Bernoulli(c - floor(c)),
     e.g. 2.3 -> 2 or 3 with P(3) = 0.3, which keeps E[N] = c with the least extra noise.
 Per-request traces yield their own timestamps (no randomness).
@@ -27,6 +30,7 @@ from numba import njit
 
 from traces.errors import TraceError
 from traces.model import Trace
+from traces.rng import exponential, new_state, substream, uniform
 
 
 def effective_chunk_s(trace: Trace, chunk_s: float) -> float:
@@ -42,52 +46,62 @@ def _bins_per_chunk(trace: Trace, chunk_s: float) -> int:
     return max(1, math.ceil(chunk_s / trace.bin_s - 1e-9))
 
 
-def _draw_counts(trace: Trace, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    if trace.counts_are_rates:
-        return rng.poisson(c)
-    base = np.floor(c)
-    frac = c - base
-    if frac.any():
-        base = base + (rng.random(c.size) < frac)
-    return base.astype(np.int64)
-
-
 @njit(cache=True)
-def _place_sorted(n, starts, widths, spacings, limit_s):
-    """n[i] sorted uniform times in [starts[i], starts[i] + widths[i]) for each bin, in order,
-    from n[i] + 1 exponential spacings per bin (consumed from `spacings` in order)."""
-    out = np.empty(n.sum())
+def _fill(out, counts, starts, widths, as_rates, state, limit_s):
+    """The sorted arrival times of the bins [starts[i], starts[i] + widths[i]) into out (see the
+    module docstring); returns how many, or -1 if out is too small."""
     pos = 0
-    src = 0
-    for b in range(n.shape[0]):
-        m = n[b]
-        if m == 0:
+    for b in range(counts.shape[0]):
+        c, start, width = counts[b], starts[b], widths[b]
+        if as_rates:
+            if c <= 0.0:
+                continue
+            gap, end = width / c, start + width
+            t = start + exponential(state) * gap
+            while t < end:
+                if pos == out.shape[0]:
+                    return -1
+                out[pos] = t
+                pos += 1
+                t += exponential(state) * gap
             continue
+        m = int(c)
+        if uniform(state) < c - m:
+            m += 1
+        if pos + m > out.shape[0]:
+            return -1
         acc = 0.0
         for j in range(m):
-            acc += spacings[src + j]
+            acc += exponential(state)
             out[pos + j] = acc
-        scale = widths[b] / (acc + spacings[src + m])
+        scale = width / (acc + exponential(state))
         for j in range(m):
             # start + u*width can round up to the next bin edge; never let it reach the end.
-            out[pos + j] = min(starts[b] + out[pos + j] * scale, limit_s)
+            out[pos + j] = min(start + out[pos + j] * scale, limit_s)
         pos += m
-        src += m + 1
-    return out
+    return pos
 
 
-def _counts_chunk(trace: Trace, k: int, bins_per_chunk: int, seed: int) -> np.ndarray:
+def _counts_chunk(trace: Trace, k: int, bins_per_chunk: int, stream: np.ndarray) -> np.ndarray:
     i0 = k * bins_per_chunk
     i1 = min(i0 + bins_per_chunk, trace.counts.size)
-    rng = np.random.default_rng([seed, k])
-    n = _draw_counts(trace, trace.counts[i0:i1], rng)
+    counts = trace.counts[i0:i1]
     edges = np.minimum(np.arange(i0, i1 + 1, dtype=np.float64) * trace.bin_s, trace.duration_s)
-    # numpy's ziggurat draws exponentials several times faster than -log(u) per value.
-    spacings = rng.standard_exponential(int(n.sum()) + int(np.count_nonzero(n)))
-    return _place_sorted(n, edges[:-1], np.diff(edges), spacings, np.nextafter(trace.duration_s, 0.0))
+    # Room for every request: the ceiling of exact counts, or a Poisson total's mean plus 8 sd
+    # (exceeded with probability below 1e-15; the chunk is then drawn again, identically, twice
+    # as large).
+    total = float(counts.sum())
+    size = total + 8.0 * math.sqrt(total) + 16.0 if trace.counts_are_rates else float(np.ceil(counts).sum())
+    while True:
+        out = np.empty(int(size))
+        n = _fill(out, counts, edges[:-1], np.diff(edges), trace.counts_are_rates, substream(stream, k),
+                  np.nextafter(trace.duration_s, 0.0))
+        if n >= 0:
+            return out[:n]
+        size *= 2
 
 
-DEFAULT_CHUNK_S = 600.0   # 10 minutes: 2.4 M arrivals (19 MB) at 4,000 req/s
+DEFAULT_CHUNK_S = 60.0   # 1 minute: 240 k arrivals (1.9 MB) at 4,000 req/s
 
 
 def iter_arrivals(trace: Trace, seed: int, chunk_s: float = DEFAULT_CHUNK_S, start_s: float = 0.0,
@@ -107,8 +121,9 @@ def iter_arrivals(trace: Trace, seed: int, chunk_s: float = DEFAULT_CHUNK_S, sta
     k_last = math.ceil(end_s / chunk) - 1
     if trace.counts is not None:
         bpc = _bins_per_chunk(trace, chunk_s)
+        stream = new_state(np.random.SeedSequence(seed))
         for k in range(k_first, k_last + 1):
-            t = _counts_chunk(trace, k, bpc, seed)
+            t = _counts_chunk(trace, k, bpc, stream)
             if k == k_first or k == k_last:
                 lo, hi = np.searchsorted(t, [start_s, end_s], side="left")   # t is sorted
                 t = t[lo:hi]

@@ -20,6 +20,14 @@ class PolicyContext:
     config: Config
     scenario: Scenario
     trace_peak_rps: float | None = None   # known only in simulation (static-peak sizing)
+    trace: Any = None                     # the whole trace: known only in simulation (the oracle)
+
+
+@dataclass(frozen=True)
+class ForecastNeed:
+    """What a policy asks of the forecaster before each decision."""
+    horizon_s: float
+    quantiles: tuple[float, ...]
 
 
 class Policy(Protocol):
@@ -27,8 +35,22 @@ class Policy(Protocol):
 
     def initial_state(self) -> Any: ...
 
+    def forecast_need(self, ctx: PolicyContext) -> ForecastNeed | None:
+        """None: the policy decides without a forecast."""
+
     def decide(self, snapshot: Snapshot, forecast: Any, ctx: PolicyContext,
                state: Any) -> tuple[Decision, Any]: ...
+
+
+class BasePolicy:
+    """Defaults for the optional parts of the contract: no state, no forecast."""
+    name = "base"
+
+    def initial_state(self) -> Any:
+        return None
+
+    def forecast_need(self, ctx: PolicyContext) -> ForecastNeed | None:
+        return None
 
 
 _REGISTRY: dict[str, Callable[[], Policy]] = {}
@@ -84,3 +106,21 @@ def fit_caps(counts: dict[FleetKey, int], ctx: PolicyContext) -> tuple[dict[Flee
         notes.append(f"budget guard: fleet trimmed to {scen.usd_per_h(out):.2f} $/h "
                      f"(budget.max_usd_per_h = {budget:g})")
     return out, "; ".join(notes)
+
+
+def spill_threshold_ms(ctx: PolicyContext, keys=None) -> tuple[float, str]:
+    """The router's spill rule from the SLO: spill a request whose expected instance latency
+    leaves less than the batch-latency jitter margin before the SLO.
+
+    The router's expectation uses median batch latencies; a batch's p99 is latency x (1 + 2.33 cv)
+    (serving/profiles.py). The margin is the largest among the kinds in `keys` (the fleet being
+    planned; all kinds when None or empty). E.g. SLO 250 ms, g6.xlarge batch of 64 at 30.2 ms with
+    cv 0.05: margin 30.2 x 0.1165 = 3.5 ms, so requests expected later than 246.5 ms go to
+    functions (they would miss the SLO on the instance; a warm function answers in ~84 ms).
+    """
+    options = [o for o in ctx.scenario.options if keys and o.key in keys] or list(ctx.scenario.options)
+    margin = max(o.profile.p99_latency_ms(o.profile.max_batch) - o.profile.latency_ms(o.profile.max_batch)
+                 for o in options)
+    threshold = max(ctx.config.slo.latency_ms - margin, 0.0)
+    return threshold, (f"spill beyond {threshold:.0f} ms expected (SLO {ctx.config.slo.latency_ms:g} ms "
+                       f"- {margin:.1f} ms jitter margin)")

@@ -1,15 +1,12 @@
 """faas-only: no instances; every request goes to serverless functions."""
 from __future__ import annotations
 
-from controller.policies.base import PolicyContext, register
+from controller.policies.base import BasePolicy, PolicyContext, register
 from controller.types import Decision, Snapshot
 
 
 @register("faas-only")
-class FaasOnly:
-    def initial_state(self):
-        return None
-
+class FaasOnly(BasePolicy):
     def decide(self, snapshot: Snapshot, forecast, ctx: PolicyContext, state):
         fn = ctx.config.functions
         return Decision(targets=(), spill_enabled=True, spill_threshold_ms=0.0,

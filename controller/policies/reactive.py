@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.policies.base import PolicyContext, fit_caps, instances_for, register
+from controller.policies.base import BasePolicy, PolicyContext, fit_caps, instances_for, register
 from controller.types import Decision, Snapshot, hold
 
 
@@ -21,7 +21,7 @@ class ReactiveState:
 
 
 @register("reactive")
-class Reactive:
+class Reactive(BasePolicy):
     def initial_state(self):
         return ReactiveState()
 
@@ -55,5 +55,5 @@ class Reactive:
         else:
             verb = f"steady at {current}"
         counts, capped = fit_caps({opt.key: target}, ctx)
-        reason = f"reactive: {basis}; {verb}" + (f"; {capped}" if capped else "")
+        reason = f"{self.name}: {basis}; {verb}" + (f"; {capped}" if capped else "")
         return Decision(Decision.make_targets(counts), reason), state_next

@@ -5,15 +5,12 @@ E.g. a 1-minute peak of 612 req/s, headroom 1.0 and 155 req/s per instance gives
 """
 from __future__ import annotations
 
-from controller.policies.base import PolicyContext, fit_caps, instances_for, register
+from controller.policies.base import BasePolicy, PolicyContext, fit_caps, instances_for, register
 from controller.types import Decision, Snapshot, hold
 
 
 @register("static-peak")
-class StaticPeak:
-    def initial_state(self):
-        return None
-
+class StaticPeak(BasePolicy):
     def decide(self, snapshot: Snapshot, forecast, ctx: PolicyContext, state):
         cfg = ctx.config.policies.static_peak
         peak = cfg.peak_rps or ctx.trace_peak_rps
