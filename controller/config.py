@@ -45,7 +45,7 @@ class SloConfig:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    policy: str = _choice("reactive", registry="policy")
+    policy: str = _choice("hybrid", registry="policy")
     interval_s: float = _num(10.0, gt=0, le=3600)
     metrics_window_s: float = _num(60.0, gt=0, le=86400)
     stale_after_s: float = _num(60.0, gt=0, le=86400)
@@ -98,9 +98,40 @@ class StaticPeakPolicyConfig:
 
 
 @dataclass(frozen=True)
+class HybridPolicyConfig:
+    plan_window_s: float = _num(180.0, gt=0, le=86400)
+    on_demand_floor: float = _num(0.5, ge=0, le=1)
+    scale_in_hold_s: float = _num(120.0, ge=0, le=86400)
+    cold_start_cv: float = _num(0.1, ge=0, le=10)
+
+
+@dataclass(frozen=True)
+class MarkPolicyConfig:
+    launch_charge_s: float = _num(180.0, ge=0, le=86400)
+    headroom: float = _num(1.2, ge=1, le=100)
+    scale_in_decisions: int = _num(6, ge=1, le=10_000, integer=True)
+    lookahead_s: float = _num(300.0, gt=0, le=86400)
+
+
+@dataclass(frozen=True)
+class OraclePolicyConfig:
+    bin_s: float = _num(60.0, gt=0, le=3600)
+
+
+@dataclass(frozen=True)
 class PoliciesConfig:
     reactive: ReactivePolicyConfig = field(default_factory=ReactivePolicyConfig)
     static_peak: StaticPeakPolicyConfig = field(default_factory=StaticPeakPolicyConfig)
+    hybrid: HybridPolicyConfig = field(default_factory=HybridPolicyConfig)
+    mark: MarkPolicyConfig = field(default_factory=MarkPolicyConfig)
+    oracle: OraclePolicyConfig = field(default_factory=OraclePolicyConfig)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    model: str = _choice("ensemble", registry="forecaster")
+    step_s: float = _num(60.0, gt=0, le=86400)
+    refit_every_s: float = _num(0.0, ge=0, le=365 * 86400)
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     provisioner: ProvisionerConfig = field(default_factory=ProvisionerConfig)
@@ -162,6 +194,9 @@ def _registry_choices(registry: str) -> tuple[str, ...]:
     if registry == "policy":
         from controller.policies import policy_names  # late import: policies import this module
         return policy_names()
+    if registry == "forecaster":
+        from predictor.registry import model_names
+        return tuple(model_names())
     raise AssertionError(registry)
 
 

@@ -7,6 +7,7 @@ Worked example: a kind costing 0.526 $/h that serves 400 req/s within the SLO co
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,15 @@ class Scenario:
         if not pool:
             raise ConfigError(f"no allowed instance kind in market {market!r} can meet the SLO")
         return min(pool, key=lambda o: (o.usd_per_million, -o.capacity_rps))
+
+    @property
+    def function_usd_per_request(self) -> float:
+        """A warm invocation at the profile's median latency: duration (rounded up to the billing
+        granularity) x memory x price, plus the request fee. E.g. 83.9 ms at 10,240 MB bills
+        84 ms = 0.084 s x 10 GB x $0.0000166667 + $0.0000002 = $14.2 per million."""
+        if self.function is None:
+            return math.inf
+        return self.catalog.functions.invocation_usd(self.function.latency_ms(1), self.function.memory_mb)
 
     def capacity_rps(self, counts: dict[FleetKey, int]) -> float:
         return sum(self.option(k).capacity_rps * n for k, n in counts.items())
