@@ -71,7 +71,7 @@ def simulate(trace_name, policy, config_path, start, duration, mean_rps, seed, o
     timeseries.csv (one row per controller interval), latency_hist.csv, the config used
     and report.html.
     """
-    from controller.run import prepare_trace, run_simulation
+    from controller.run import prepare_window, run_simulation
     from controller.config import load_config
     from controller.policies import policy_names
 
@@ -83,10 +83,11 @@ def simulate(trace_name, policy, config_path, start, duration, mean_rps, seed, o
         raise click.BadParameter(f"{mean_rps:g}: must be > 0 req/s", param_hint="--mean-rps")
     start_s = parse_duration(start, "--start")
     duration_s = parse_duration(duration, "--duration") if duration is not None else None
-    trace = prepare_trace(trace_name, cfg, start_s, duration_s, mean_rps)
+    trace, history = prepare_window(trace_name, cfg, start_s, duration_s, mean_rps)
     out = Path(out_dir or f"runs/{_slug(trace.name)}-{policy}")
     summary, report = run_simulation(cfg, trace, policy, out, seed=seed, config_path=config_path,
-                                     start_s=start_s, report=not no_report, progress=not quiet)
+                                     start_s=start_s, report=not no_report, progress=not quiet,
+                                     history=history)
     click.echo(f"{policy} on {trace.name}: {summary['requests']:,} requests over "
                f"{summary['duration_s'] / 3600:.2f} h (mean {summary['mean_rps']:.1f} req/s)")
     click.echo(f"  cost     ${summary['cost_usd']:.2f}  (IaaS ${summary['iaas_usd']:.2f}, "
@@ -107,6 +108,106 @@ def report(run_dir):
     """Regenerate RUN_DIR/report.html from a run directory written by `spillway simulate`."""
     from controller.report import render_report
     click.echo(str(render_report(run_dir)))
+
+
+@cli.command()
+@click.option("--traces", "traces_arg", default="all", show_default=True, metavar="all|A,B",
+              help="Comma-separated trace names or files, or 'all': the multi-day reference traces "
+                   "(twitter, nasa, wikipedia, servegen-m-*), each simulated on its held-out test part.")
+@click.option("--policies", "policies_arg", default="all", show_default=True, metavar="all|X,Y",
+              help="Comma-separated policy names, or 'all' registered policies.")
+@click.option("--mean-rps", default="5000", show_default=True, metavar="X",
+              help="Rescale every trace's window to this mean rate in req/s.")
+@click.option("--duration", default="2d", show_default=True, metavar="DUR|full",
+              help="Window length per trace, capped at what the trace has after the start; "
+                   "'full' = everything after it.")
+@click.option("--start", default=None, metavar="DUR",
+              help="Start every window here [default: the end of each multi-day trace's training "
+                   "split (e.g. twitter: day 14), 0 for other traces].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Config file (format of config.toml) [default: built-in defaults].")
+@click.option("--seed", type=int, default=None, help="Random seed [default: simulation.seed from the config].")
+@click.option("--jobs", "-j", default=None, metavar="N",
+              help="Parallel worker processes [default: the number of CPUs].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/compare", show_default=True,
+              help="Output directory: comparison.csv, comparison.json, report.html and one run "
+                   "directory per trace and policy (<trace>/<policy>/).")
+@click.option("--no-run-reports", is_flag=True,
+              help="Skip each run's own report.html (the comparison report is still written).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def compare(traces_arg, policies_arg, mean_rps, duration, start, config_path, seed, jobs, out_dir,
+            no_run_reports, quiet):
+    """Run every policy on every trace in parallel; write one comparison table and report.
+
+    Each row: cost (IaaS + FaaS), cost relative to the oracle's lower bound, SLO attainment,
+    p50/p99 latency, function share, launches, instance-hours, dropped requests. Exit status 1
+    if any run failed (its row says why; the others still run).
+    """
+    from controller.compare import (CompareError, TasksFailed, plan_comparison, run_comparison,
+                                    write_outputs)
+
+    try:
+        rate = float(mean_rps)
+    except ValueError:
+        raise CompareError(f"--mean-rps {mean_rps!r}: not a number") from None
+    try:
+        n_jobs = int(jobs) if jobs is not None else None
+    except ValueError:
+        raise CompareError(f"--jobs {jobs!r}: not a whole number") from None
+    if n_jobs is not None and n_jobs < 1:
+        raise CompareError(f"--jobs {n_jobs}: must be >= 1")
+    try:
+        duration_s = None if duration.strip().lower() == "full" else parse_duration(duration, "--duration")
+        start_s = parse_duration(start, "--start") if start is not None else None
+    except click.BadParameter as exc:
+        raise CompareError(f"{exc.param_hint}: {exc.message}") from None
+    plan = plan_comparison(traces_arg, policies_arg, mean_rps=rate, duration_s=duration_s,
+                           start_s=start_s, out=out_dir, config_path=config_path, seed=seed,
+                           run_reports=not no_run_reports)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    outcome = run_comparison(plan, n_jobs, progress=not quiet)
+    written = write_outputs(plan, outcome)
+    _print_comparison(outcome)
+    click.echo(f"written {written['csv']}, {written['json']} and {written['html']} "
+               f"({len(outcome.rows)} runs in {outcome.wall_s:.0f} s)")
+    if outcome.failures:
+        runs = sum(r["status"] != "ok" for r in outcome.rows)
+        bounds = [k for k, b in outcome.bounds.items() if b["status"] != "ok"]
+        parts = [f"{runs} of {len(outcome.rows)} runs failed (their rows in comparison.csv say why)"] if runs else []
+        parts += [f"the oracle bound failed on {', '.join(bounds)} (see comparison.json)"] if bounds else []
+        raise TasksFailed("; ".join(parts))
+
+
+def _print_comparison(outcome) -> None:
+    """One line per run; launches and instance-hours only when the terminal is wide enough."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    wide = console.width >= 100
+    table = Table("trace", "policy", "cost", "x bound", "SLO", "p99", "fn share",
+                  *(("launches", "inst-h") if wide else ()), box=None, pad_edge=False)
+    for col in table.columns[2:]:
+        col.justify = "right"
+    for col in table.columns:
+        col.no_wrap = True
+    for r in outcome.rows:
+        cells = [Path(r["trace"]).name, r["policy"]]
+        if r["status"] != "ok":
+            table.add_row(*cells, "[red]failed[/red]")
+            continue
+        att = r["slo_attainment"]
+        slo = "n/a" if att is None else f"{att:.3%}"
+        cells += [f"${r['cost_usd']:,.2f}",
+                  "-" if r["cost_vs_bound"] is None else f"{r['cost_vs_bound']:.2f}x",
+                  slo if r["slo_met"] else f"[red]{slo} miss[/red]",
+                  _ms(r["p99_ms"]),
+                  "n/a" if r["faas_fraction"] is None else f"{r['faas_fraction']:.1%}"]
+        if wide:
+            cells += [f"{r['launches']:,}", f"{r['instance_hours']:,.1f}"]
+        table.add_row(*cells)
+    console.print(table)
 
 
 @cli.group()
