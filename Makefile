@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The main job on the bundled default scenario: one day of the bundled Wikipedia trace at 4,000 req/s.
 demo: $(STAMP)
-	$(BIN)/spillway simulate --trace default --duration 1d --mean-rps 4000 --out runs/demo
+	$(BIN)/spillway simulate --trace default --start 21d --duration 1d --mean-rps 4000 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -70,8 +70,14 @@ def run_simulation(cfg: Config, trace: Trace, policy: str, out: Path, *, seed: i
     if policy == "faas-only" and not cfg.functions.enabled:
         raise ConfigError("functions.enabled = false: the faas-only policy needs functions")
     scenario = build_scenario(cfg)
-    sim = Simulation(cfg, scenario, trace, policy, seed=seed,
-                     forecaster=make_load_forecaster(cfg, policy, history))
+    if progress and history is not None:
+        from rich.console import Console
+        with Console(stderr=True).status(f"fitting the {cfg.forecast.model} forecaster on "
+                                         f"{history.duration_s / 86400:.1f} days of history"):
+            forecaster = make_load_forecaster(cfg, policy, history)
+    else:
+        forecaster = make_load_forecaster(cfg, policy, history)
+    sim = Simulation(cfg, scenario, trace, policy, seed=seed, forecaster=forecaster)
     if progress and trace.expected_requests() > LONG_RUN_REQUESTS:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         with Progress(TextColumn(f"simulating {policy} on {trace.name}"), BarColumn(),
