@@ -20,10 +20,10 @@ E[(load - C)^+] is convex and piecewise linear in the capacity C (spill_tangents
 
 with f the function cost per request; a new instance is billed while it boots. One more
 instance of capacity mu pays for itself when f mu W P(load > C) > price (L + W): a newsvendor
-trade-off with critical fractile price (L + W) / (f mu W). E.g. g6.xlarge: $0.8048/h, 1,906 req/s
-at the SLO, f = $14.2 per million, L = 210 s, W = 180 s: 0.000224 x 390 / (0.0000142 x 1,906 x
-180) = 0.018, so the fleet covers about the 98th percentile of the forecast load and functions
-take the rest. Scale-in falls out of the same rows: an instance removed now is missing for the
+trade-off with critical fractile price (L + W) / (f mu W). E.g. g6.xlarge: $0.8048/h, 2,118 req/s
+within the SLO, f = $14.2 per million, L = 210 s, W = 180 s: 0.000224 x 390 / (0.0000142 x 2,118
+x 180) = 0.016, so the fleet covers about the 98.4th percentile of the forecast load and
+functions take the rest. Scale-in falls out of the same rows: an instance removed now is missing for the
 whole early window (it cannot be back sooner), so it goes only when the forecast says that
 window does not need it. The mix is the integer optimum (tests compare with brute force).
 """
