@@ -51,7 +51,8 @@ def cli():
 @click.option("--trace", "trace_name", required=True, metavar="NAME|FILE",
               help="Trace name (see `spillway traces list`) or a path to a trace file.")
 @click.option("--policy", default=None, metavar="NAME",
-              help="Scaling policy: static-peak, reactive or faas-only [default: controller.policy from the config].")
+              help="Scaling policy: hybrid, reactive, reactive-faas, mark, static-peak, faas-only or oracle "
+                   "[default: controller.policy from the config, hybrid].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Config file (format of config.toml) [default: built-in defaults, the same as config.toml].")
 @click.option("--start", default="0", metavar="DUR", show_default=True,
