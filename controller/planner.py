@@ -191,8 +191,10 @@ def solve(problem: PlanProblem) -> Plan:
     ub[E:E + K] = early_cap
     integrality = np.zeros(n_var)
     integrality[:3 * K] = 1
+    # No presolve: on programs this small it costs more than it saves and sets off HiGHS's
+    # restarts (bench_decision: the slowest decisions drop from 38 ms to about 20 ms).
     res = milp(c, constraints=LinearConstraint(A, lo, up), integrality=integrality,
-               bounds=Bounds(np.zeros(n_var), ub), options={"mip_rel_gap": MIP_REL_GAP})
+               bounds=Bounds(np.zeros(n_var), ub), options={"mip_rel_gap": MIP_REL_GAP, "presolve": False})
     if res.x is None:
         # Keeping nothing and spilling everything is always feasible, so this is a solver
         # failure (e.g. numerical): keep what is there and say so.
