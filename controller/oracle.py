@@ -65,12 +65,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
-from scipy.special import ndtr
 
 from controller.config import Config
 from controller.scenario import Scenario
 from controller.types import FleetKey
-from serving.profiles import P99_Z, BackendProfile
+from serving.profiles import P99_Z, BackendProfile, slo_throughput_rps, within_slo_share
 from traces.model import Trace, bin_edges, n_bins_for
 
 LEAD_QUANTILE = 0.95   # launch lead: the p95 launch-to-ready delay of the type
@@ -81,35 +80,12 @@ __all__ = ["OracleBound", "OracleSchedule", "Layer", "oracle_bound", "oracle_sch
 
 
 # ------------------------------------------------------------------------------ throughput
-def _within_slo(profile: BackendProfile, latency_ms: float, slo_ms: float) -> float:
-    """P(a batch of profile latency `latency_ms` finishes within the SLO): 1 when that latency is
-    within it (an upper bound), else the CDF at slo / latency of the mean-1 jitter multiplier the
-    simulator applies (serving/profiles.py)."""
-    r = slo_ms / latency_ms
-    if r >= 1.0:
-        return 1.0
-    if profile.jitter_dist == "exponential":
-        return 1.0 - math.exp(-r)
-    if profile.jitter_cv == 0:
-        return 0.0
-    sigma = math.sqrt(math.log1p(profile.jitter_cv ** 2))   # lognormal with mean 1
-    return float(ndtr((math.log(r) + sigma * sigma / 2) / sigma))
-
-
-def slo_throughput_rps(profile: BackendProfile, slo_ms: float) -> float:
-    """Upper bound on one instance's SLO-meeting throughput: max over b of
-    b * 1000 / latency(b) * P(batch of b within the SLO). E.g. g6.xlarge at 250 ms: b = 64,
-    64000 / 30.215 = 2,118 req/s (capacity_rps_at_slo is 0.9 of that, 1,906)."""
-    return max(b * 1000.0 / profile.latency_ms(b) * _within_slo(profile, profile.latency_ms(b), slo_ms)
-               for b in range(1, profile.max_batch + 1))
-
-
 def _function_terms(scenario: Scenario, cfg: Config) -> tuple[float, float]:
     """($ per SLO-meeting function request, max SLO-meeting function req/s); (inf, 0) if none."""
     fn = scenario.function
     if fn is None:
         return math.inf, 0.0
-    share = _within_slo(fn, fn.latency_ms(1), cfg.slo.latency_ms)
+    share = within_slo_share(fn, fn.latency_ms(1), cfg.slo.latency_ms)
     if share == 0.0:
         return math.inf, 0.0
     pricing = scenario.catalog.functions

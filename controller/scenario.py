@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from controller.config import Config, ConfigError
 from controller.types import FleetKey
 from provisioners.catalog import Catalog, CatalogError, InstanceType, load_catalog
-from serving.profiles import BackendProfile, ModelProfile, ProfileError, load_profile
+from serving.profiles import BackendProfile, ModelProfile, ProfileError, load_profile, slo_throughput_rps
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Scenario:
         if self.function is None:
             return math.inf
         return self.catalog.functions.invocation_usd(self.function.latency_ms(1), self.function.memory_mb)
+
+    @cached_property
+    def slo_throughput_rps(self) -> dict[FleetKey, float]:
+        """Per kind, the most one instance serves within the SLO (serving.profiles), computed once."""
+        return {o.key: slo_throughput_rps(o.profile, self.slo_ms) for o in self.options}
 
     def capacity_rps(self, counts: dict[FleetKey, int]) -> float:
         return sum(self.option(k).capacity_rps * n for k, n in counts.items())

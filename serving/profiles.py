@@ -37,11 +37,12 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
+from scipy.special import ndtr
 
 from provisioners.distributions import Distribution, DistributionError
 
 __all__ = ["BackendProfile", "ModelProfile", "ProfileError", "load_profile", "PROFILE_DIR",
-           "P99_Z", "HEADROOM", "bundled_profiles"]
+           "P99_Z", "HEADROOM", "bundled_profiles", "slo_throughput_rps", "within_slo_share"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "data" / "profiles"
 P99_Z = 2.33        # z of the 99th percentile: latency * (1 + 2.33 * cv) ~ p99 of one batch
@@ -175,6 +176,29 @@ class ModelProfile:
 _KEYS = {"kind", "max_batch", "batch_latency_ms", "latency_a_ms", "latency_c_ms", "measured_batches",
          "measured_latency_ms", "jitter_cv", "jitter_dist", "max_queue_delay_ms", "memory_mb", "cold_start_s",
          "source", "notes", "preferred_batch_sizes"}
+
+
+def within_slo_share(profile: BackendProfile, latency_ms: float, slo_ms: float) -> float:
+    """P(a batch of profile latency `latency_ms` finishes within the SLO): 1 when that latency is
+    within it (an upper bound), else the CDF at slo / latency of the mean-1 jitter multiplier the
+    simulator applies (serving/profiles.py)."""
+    r = slo_ms / latency_ms
+    if r >= 1.0:
+        return 1.0
+    if profile.jitter_dist == "exponential":
+        return 1.0 - math.exp(-r)
+    if profile.jitter_cv == 0:
+        return 0.0
+    sigma = math.sqrt(math.log1p(profile.jitter_cv ** 2))   # lognormal with mean 1
+    return float(ndtr((math.log(r) + sigma * sigma / 2) / sigma))
+
+
+def slo_throughput_rps(profile: BackendProfile, slo_ms: float) -> float:
+    """Upper bound on one instance's SLO-meeting throughput: max over b of
+    b * 1000 / latency(b) * P(batch of b within the SLO). E.g. g6.xlarge at 250 ms: b = 64,
+    64000 / 30.215 = 2,118 req/s (capacity_rps_at_slo is 0.9 of that, 1,906)."""
+    return max(b * 1000.0 / profile.latency_ms(b) * within_slo_share(profile, profile.latency_ms(b), slo_ms)
+               for b in range(1, profile.max_batch + 1))
 
 
 def bundled_profiles() -> tuple[str, ...]:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from controller.oracle import slo_throughput_rps
 from controller.planner import QUANTILES, PlanOption, PlanProblem, solve
 from controller.policies.base import (BasePolicy, ForecastNeed, PolicyContext, fit_caps, register,
                                       spill_threshold_ms)
@@ -148,7 +147,7 @@ def _options(snapshot: Snapshot, ctx: PolicyContext, lead_s: float) -> tuple[Pla
         # spills exactly that: so a kind counts with the most it serves within the SLO (g6.xlarge:
         # 64 x 1000 / 30.2 ms = 2,118 req/s), not with capacity_rps_at_slo, whose 10% headroom
         # would make the planner pay twice for the same risk (measured: 3-6% dearer fleets).
-        out.append(PlanOption(opt.key, slo_throughput_rps(opt.profile, ctx.config.slo.latency_ms), price, ready,
+        out.append(PlanOption(opt.key, ctx.scenario.slo_throughput_rps[opt.key], price, ready,
                               len(pending), float(np.mean(shares)) if shares else 0.0))
     return tuple(out)
 
