@@ -54,7 +54,7 @@ class SimFunctionProvisioner:
         self.pool, self.clock = pool, clock
 
     def configure(self, spec: FunctionSpec) -> None:
-        self.pool.configure(spec, self.clock.now_s)
+        self.pool.configure(spec)
 
     def describe_function(self) -> FunctionSpec:
         return self.pool.spec

@@ -192,7 +192,7 @@ class Simulation:
                 obs = first_obs
             else:
                 span = min(window_s, t0)
-                arrived = sum(n for end, n in recent if end > t0 - window_s)
+                arrived = sum(n for _, n in recent)     # kept to the window at the end of the last interval
                 obs = Observation(t0, span, arrived / span, last_p99, last_fn_share)
             decision = loop.tick(t0, obs).decision
             spill = bool(fn_enabled and decision.spill_enabled)

@@ -23,7 +23,7 @@ class SimFunctionPool:
         self.fn_s = fn_s
         self.spec = FunctionSpec(memory_mb, 0, max_concurrency)
 
-    def configure(self, spec: FunctionSpec, now_s: float) -> None:
+    def configure(self, spec: FunctionSpec) -> None:
         """Set provisioned concurrency. New provisioned environments are warm from now on (AWS
         takes a few minutes to allocate them; the simulator does not model that yet), within the
         concurrency limit; released ones are deallocated, idle ones at once and busy ones when

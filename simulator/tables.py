@@ -21,10 +21,6 @@ class TypeTables:
     est_tab: np.ndarray       # [type, q]: router's estimate of the work for q queued requests (s)
     queue_capacity: int       # power of two >= the largest outstanding limit
 
-    @property
-    def max_limit(self) -> int:
-        return int(self.type_i[:, K.TI_LIMIT].max())
-
 
 def lognormal_sigma(cv: float) -> float:
     """sigma of a lognormal with mean 1 and coefficient of variation cv: sqrt(ln(1 + cv^2))."""
