@@ -41,7 +41,7 @@ class ControlLoop:
 
     def tick(self, now_s: float, observation: Observation | None) -> TickResult:
         snapshot = Snapshot(now_s=now_s, observation=observation, fleet=tuple(self.instances.describe()),
-                            stale_after_s=self.ctx.config.controller.stale_after_s)
+                            stale_after_s=self.ctx.config.controller.stale_after_s, last_decision=self.decision)
         forecast = None
         if self.forecaster is not None:
             self.forecaster.observe(observation)

@@ -25,6 +25,7 @@ class Snapshot:
     observation: Observation | None      # None: no data yet (a normal outcome: hold the fleet)
     fleet: tuple[InstanceRecord, ...]
     stale_after_s: float
+    last_decision: Decision | None = None   # what the loop decided at the previous tick
 
     @property
     def metrics_fresh(self) -> bool:
@@ -74,6 +75,15 @@ class Decision:
 
     def total_instances(self) -> int:
         return sum(n for _, n in self.targets)
+
+
+def hold_unless_fresh(snapshot: Snapshot) -> Decision | None:
+    """Hold the fleet and the previous data-plane settings (spill rule, provisioned
+    concurrency) when there is no fresh observation; None when metrics are fresh."""
+    if snapshot.metrics_fresh:
+        return None
+    why = "no load observed yet" if snapshot.observation is None else "metrics are stale"
+    return hold(snapshot, snapshot.last_decision, why)
 
 
 def hold(snapshot: Snapshot, decision: Decision | None, why: str) -> Decision:

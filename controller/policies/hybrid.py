@@ -30,11 +30,12 @@ from scipy.stats import norm
 from controller.planner import QUANTILES, PlanOption, PlanProblem, solve
 from controller.policies.base import (BasePolicy, ForecastNeed, PolicyContext, fit_caps, register,
                                       spill_threshold_ms)
-from controller.types import Decision, Snapshot, hold
+from controller.types import Decision, Snapshot, hold_unless_fresh
 from provisioners.base import PENDING, READY
 
 SPOT_NOTICE_S = 120.0
 LEAD_QUANTILE = 0.9       # plan for a launch that is slower than 9 in 10
+Z_QUANTILES = norm.ppf(QUANTILES)   # standard normal at the planner's quantile grid
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,8 @@ class Hybrid(BasePolicy):
         return ForecastNeed(planning_lead_s(ctx) + ctx.config.policies.hybrid.plan_window_s, QUANTILES)
 
     def decide(self, snapshot: Snapshot, forecast, ctx: PolicyContext, state: HybridState):
-        if not snapshot.metrics_fresh:
-            why = "no load observed yet" if snapshot.observation is None else "metrics are stale"
-            return hold(snapshot, None, why), state
+        if (held := hold_unless_fresh(snapshot)) is not None:
+            return held, state
         cfg, scen = ctx.config, ctx.scenario
         hcfg = cfg.policies.hybrid
         lead = planning_lead_s(ctx)
@@ -115,7 +115,7 @@ def _load_windows(snapshot: Snapshot, forecast, lead_s: float, window_s: float, 
     n_late = max(1, int(math.ceil(window_s / step_s - 1e-9)))
     if forecast is None:
         rps = snapshot.observation.arrival_rps
-        row = np.maximum(rps * (1.0 + cv * norm.ppf(QUANTILES)), 0.0)
+        row = np.maximum(rps * (1.0 + cv * Z_QUANTILES), 0.0)
         return (np.tile(row, (n_early, 1)), np.tile(row, (n_late, 1)),
                 f"no forecast yet: observed {rps:,.0f} req/s, cv {cv:g}")
     rows = np.asarray(forecast.rps, dtype=float)

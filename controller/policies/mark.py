@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from controller.planner import QUANTILES
 from controller.policies.base import BasePolicy, ForecastNeed, PolicyContext, fit_caps, register, spill_threshold_ms
-from controller.types import Decision, Snapshot, hold
+from controller.types import Decision, Snapshot, hold_unless_fresh
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,8 @@ class Mark(BasePolicy):
         return ForecastNeed(ctx.config.policies.mark.lookahead_s, QUANTILES)
 
     def decide(self, snapshot: Snapshot, forecast, ctx: PolicyContext, state: MarkState):
-        if not snapshot.metrics_fresh:
-            why = "no load observed yet" if snapshot.observation is None else "metrics are stale"
-            return hold(snapshot, None, why), state
+        if (held := hold_unless_fresh(snapshot)) is not None:
+            return held, state
         mcfg = ctx.config.policies.mark
         now = snapshot.now_s
         if forecast is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.policies.base import BasePolicy, PolicyContext, fit_caps, instances_for, register
-from controller.types import Decision, Snapshot, hold
+from controller.types import Decision, Snapshot, hold_unless_fresh
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,8 @@ class Reactive(BasePolicy):
         return ReactiveState()
 
     def decide(self, snapshot: Snapshot, forecast, ctx: PolicyContext, state: ReactiveState):
-        if not snapshot.metrics_fresh:
-            why = "no load observed yet" if snapshot.observation is None else "metrics are stale"
-            return hold(snapshot, None, why), state
+        if (held := hold_unless_fresh(snapshot)) is not None:
+            return held, state
         cfg = ctx.config.policies.reactive
         opt = ctx.scenario.cheapest("on-demand" if "on-demand" in ctx.config.fleet.markets else None)
         rps = snapshot.observation.arrival_rps
