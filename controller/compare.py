@@ -24,7 +24,6 @@ import math
 import multiprocessing
 import numbers
 import os
-import re
 import signal
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from controller.cli import _slug
 from controller.config import ConfigError
 
 DAY_S = 86400.0
@@ -135,10 +135,6 @@ def split_start_s(name: str) -> tuple[float, str] | None:
     if sp.train_until_s is not None:
         return float(sp.train_until_s), f"t < {sp.train_until_s:,.0f} s trains"
     return sp.train_days * DAY_S, f"the first {sp.train_days:g} days train"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem if "/" in name else name).strip("-") or "trace"
 
 
 def _split_list(arg: str) -> list[str]:
@@ -261,7 +257,8 @@ def _prepare(task: Task):
     from controller.run import prepare_window
     cfg = load_config(task.config_path)
     w = task.window
-    trace, history = prepare_window(w.trace, cfg, w.start_s, w.duration_s, task.mean_rps)
+    trace, history = prepare_window(w.trace, cfg, w.start_s, w.duration_s, task.mean_rps,
+                                    with_history=task.kind != "bound")   # the bound needs no history
     return cfg, trace, history
 
 

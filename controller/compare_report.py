@@ -181,7 +181,7 @@ def plot_load_by_policy(panels: list[tuple[str, object]], span_s: float) -> byte
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_compact_rate))
             ax.set_title(policy, loc="left", fontsize=9.5, fontweight="bold", pad=3)
             rp._setup_x(ax, tx, label=k == n - 1)
-        handles, labels = {}, {}
+        handles = {}
         for ax in axes:   # one legend for all panels, in the top panel's margin
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)

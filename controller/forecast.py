@@ -34,10 +34,6 @@ class Forecast:
     rps: np.ndarray                  # [steps, quantiles], req/s, non-decreasing along quantiles
     reason: str
 
-    @property
-    def end_s(self) -> float:
-        return self.origin_s + self.step_s * self.rps.shape[0]
-
     def peak(self, start_s: float, end_s: float) -> np.ndarray:
         """Per quantile, the highest predicted rate of the steps overlapping [start_s, end_s).
 

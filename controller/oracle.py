@@ -69,7 +69,7 @@ from scipy.optimize import linprog
 from controller.config import Config
 from controller.scenario import Scenario
 from controller.types import FleetKey
-from serving.profiles import P99_Z, BackendProfile, slo_throughput_rps, within_slo_share
+from serving.profiles import P99_Z, slo_throughput_rps, within_slo_share  # slo_throughput_rps: re-exported
 from traces.model import Trace, bin_edges, n_bins_for
 
 LEAD_QUANTILE = 0.95   # launch lead: the p95 launch-to-ready delay of the type
@@ -118,10 +118,9 @@ def merit_order(scenario: Scenario, cfg: Config) -> tuple[Layer, ...]:
     E.g. max 50 per type and a $200/h budget: g6.xlarge first (50 x 2,118 = 105,904 req/s,
     $40.24/h), then g4dn.xlarge (50 x 1,203), ... until the budget is spent, then functions.
     """
-    slo = cfg.slo.latency_ms
     cands = []
     for o in scenario.options:
-        mu = slo_throughput_rps(o.profile, slo)
+        mu = scenario.slo_throughput_rps[o.key]
         if mu > 0:
             cands.append((o.usd_per_h / 3600.0 / mu, o, mu))
     fn_usd, fn_rps = _function_terms(scenario, cfg)
@@ -224,9 +223,8 @@ def _solve_merit(rate, widths, layers, keys, budget):
 def _solve_lp(rate, widths, keys, scenario, cfg, budget):
     """The LP of the module doc with sparse matrices, solved by HiGHS (the reference)."""
     T, K = rate.size, len(keys)
-    slo = cfg.slo.latency_ms
     opts = [scenario.option(k) for k in keys]
-    mu = np.array([slo_throughput_rps(o.profile, slo) for o in opts])
+    mu = np.array([scenario.slo_throughput_rps[o.key] for o in opts])
     price = np.array([o.usd_per_h for o in opts])
     fn_usd, fn_rps = _function_terms(scenario, cfg)
     nx = K * T                                        # x[k, t] at k * T + t, then s[t], then u[t]

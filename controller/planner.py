@@ -57,6 +57,9 @@ def quantile_masses(quantiles=QUANTILES) -> np.ndarray:
     return np.diff(edges)
 
 
+MASSES = quantile_masses(QUANTILES)
+
+
 @dataclass(frozen=True)
 class PlanOption:
     key: FleetKey                 # (instance type, market)
@@ -139,7 +142,7 @@ def solve(problem: PlanProblem) -> Plan:
     opts = tuple(j for j in problem.options
                  if not any(_dominated(j, i, problem.type_cap, top) for i in problem.options))
     K = len(opts)
-    masses = quantile_masses(QUANTILES)   # forecast rows hold the QUANTILES grid
+    masses = MASSES                       # forecast rows hold the QUANTILES grid
     f = problem.function_usd_per_request
     spill_usd = f if math.isfinite(f) else 1.0   # no functions: spilled load is lost; price it high
     mu = np.array([o.capacity_rps for o in opts])
