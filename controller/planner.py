@@ -138,7 +138,8 @@ def solve(problem: PlanProblem) -> Plan:
     g6.2xlarge: the same GPU as g6.xlarge at a higher price) are dropped first; that leaves the
     optimum unchanged and spares the branch and bound.
     """
-    top = max(float(problem.early.max()), float(problem.late.max()))
+    # the most capacity worth having: the top load quantile, or the on-demand floor if higher
+    top = max(float(problem.early.max()), float(problem.late.max()), problem.on_demand_floor_rps)
     opts = tuple(j for j in problem.options
                  if not any(_dominated(j, i, problem.type_cap, top) for i in problem.options))
     K = len(opts)
