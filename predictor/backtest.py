@@ -43,6 +43,7 @@ masked steps, using only data before t). ``pinball[q]`` = mean pinball loss in r
 from __future__ import annotations
 
 import json
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -365,19 +366,6 @@ def plot_bands(result: BacktestResult, png_path: str | Path, horizon_step: int =
 
 
 # ---------------------------------------------------------------------- compare
-def resolve_factory(name: str) -> Callable[[float], Forecaster]:
-    """factory(step_s) for a registered model name."""
-    from predictor import registry
-    if name not in registry.MODELS:
-        raise KeyError(f"unknown forecaster {name!r}; known: {', '.join(available_models())}")
-    return lambda step_s: registry.make_forecaster(name, step_s)
-
-
-def available_models() -> list[str]:
-    from predictor import registry
-    return registry.model_names()
-
-
 def _markdown(df) -> str:
     cols = list(df.columns)
 
@@ -402,18 +390,19 @@ def compare(traces: Iterable[str] | None = None,
             progress: Callable[[str], None] | None = None, target: str = "peak"):
     """Every model on every trace with the trace's default step and split -> DataFrame.
 
-    ``models``: names (resolved with ``resolve_factory``), a mapping name -> factory(step_s), or
+    ``models``: names (made by ``registry.make_forecaster``), a mapping name -> factory(step_s), or
     None for every registered model except the uncalibrated "*-raw" variants, plus "lstm".
     Horizons are rounded up to whole steps (1 min on a 10-min series = 1 step). Writes
     ``compare.csv`` and ``compare.md`` into ``out_dir`` when given.
     """
     import pandas as pd
+    from predictor import registry
     from predictor import series as S
     from traces.registry import load_trace
 
     traces = list(traces) if traces is not None else list(S.MULTI_DAY_TRACES)
     if models is None:
-        models = [m for m in available_models() if not m.endswith("-raw")]
+        models = [m for m in registry.model_names() if not m.endswith("-raw")]
     factories = (dict(models) if isinstance(models, Mapping)
                  else {m: None for m in models})
     rows = []
@@ -431,7 +420,7 @@ def compare(traces: Iterable[str] | None = None,
                 progress(f"{tname} x {mname}: step {_fmt_s(st)}, train {train_end}, "
                          f"test {ser.size - train_end}")
             try:
-                f = fac or resolve_factory(mname)
+                f = fac or functools.partial(registry.make_forecaster, mname)
                 res = backtest(ser, st, f(st), train_end, H, quantiles=quantiles,
                                max_origins=max_origins, trace=tname, progress=progress)
                 ov = res.overall

@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from predictor.base import Forecaster, clean_quantiles
+from predictor.naive import sanitize
 
 LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995)
 DAY_S = 86400.0
@@ -343,11 +344,9 @@ class LSTMQuantile(Forecaster):
 
     # ------------------------------------------------------------------ online
     def update(self, new: np.ndarray) -> None:
-        new = np.atleast_1d(np.asarray(new, dtype=np.float64)).ravel()
+        new = sanitize(new)
         if new.size == 0:
             return
-        new = np.where(np.isfinite(new), new, np.nan)
-        new = np.where(new < 0, np.nan, new)
         self._n_seen += new.size
         cap = self._capacity()
         if self._buf.size + new.size > 2 * cap:

@@ -17,15 +17,9 @@ from predictor.conformal import Calibrated
 from predictor.ensemble import Ensemble
 from predictor.ewma import EWMA
 from predictor.naive import LastValue, SeasonalNaive
-from predictor.statsmodels_models import HoltWinters, Sarimax
+from predictor.statsmodels_models import HoltWinters, Sarimax, daily_period
 
 Factory = Callable[[float], Forecaster]
-
-DAY_S = 86400.0
-
-
-def _day(step_s: float) -> int:
-    return max(int(round(DAY_S / float(step_s))), 1)
 
 
 def _ewma_halflife(step_s: float) -> float:
@@ -44,20 +38,20 @@ def _ensemble(step_s: float) -> Forecaster:
     # 0.998 without it, 0.807 with it) and skill weighting mutes it where it is weak
     # (ServeGen m-mid: 0.444 without, 0.441 with). It makes the ensemble's fit ~45 s longer on
     # two weeks of 1-minute steps; fits run off the decision path.
-    d = _day(step_s)
+    d = daily_period(step_s)
     return Ensemble([SeasonalNaive(d), SeasonalNaive(7 * d), EWMA(_ewma_halflife(step_s)),
                      HoltWinters(d), Sarimax((1, 0, 1), d), _lstm(step_s)])
 
 
 MODELS: dict[str, Factory] = {
     "last-value": lambda step_s: LastValue(),
-    "seasonal-naive-daily": lambda step_s: SeasonalNaive(_day(step_s)),
-    "seasonal-naive-weekly": lambda step_s: SeasonalNaive(7 * _day(step_s)),
+    "seasonal-naive-daily": lambda step_s: SeasonalNaive(daily_period(step_s)),
+    "seasonal-naive-weekly": lambda step_s: SeasonalNaive(7 * daily_period(step_s)),
     "ewma": lambda step_s: EWMA(_ewma_halflife(step_s)),
-    "holt-winters": lambda step_s: Calibrated(HoltWinters(_day(step_s))),
-    "sarimax": lambda step_s: Calibrated(Sarimax((1, 0, 1), _day(step_s))),
-    "holt-winters-raw": lambda step_s: HoltWinters(_day(step_s)),
-    "sarimax-raw": lambda step_s: Sarimax((1, 0, 1), _day(step_s)),
+    "holt-winters": lambda step_s: Calibrated(HoltWinters(daily_period(step_s))),
+    "sarimax": lambda step_s: Calibrated(Sarimax((1, 0, 1), daily_period(step_s))),
+    "holt-winters-raw": lambda step_s: HoltWinters(daily_period(step_s)),
+    "sarimax-raw": lambda step_s: Sarimax((1, 0, 1), daily_period(step_s)),
     "ensemble": _ensemble,
     "lstm": _lstm,
 }

@@ -29,7 +29,7 @@ from predictor.naive import (DEFAULT_LOG_SIGMA, Ring, ShiftDetector, StatForecas
 DAY_S = 86400.0
 
 
-def _daily_period(step_s: float) -> int:
+def daily_period(step_s: float) -> int:
     return max(int(round(DAY_S / step_s)), 1)
 
 
@@ -84,7 +84,7 @@ class _Scheduled(StatForecaster):
         self._z: tuple | None = None
 
     def _period_for(self, step_s: float) -> int:
-        return int(self.period_arg) if self.period_arg else _daily_period(valid_step_s(step_s))
+        return int(self.period_arg) if self.period_arg else daily_period(valid_step_s(step_s))
 
     @property
     def refit_due(self) -> bool:
@@ -92,7 +92,7 @@ class _Scheduled(StatForecaster):
 
     def fit(self, history, step_s: float) -> None:
         sp = valid_step_s(step_s)
-        self.period = int(self.period_arg) if self.period_arg else _daily_period(sp)
+        self.period = int(self.period_arg) if self.period_arg else daily_period(sp)
         self.refit_every = int(self.refit_every_arg) if self.refit_every_arg else self.period
         self.fit_window = int(self.fit_window_arg) if self.fit_window_arg else 4 * self.period
         self.fit_window = max(self.fit_window, 50)
