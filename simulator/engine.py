@@ -79,23 +79,23 @@ class _ArrivalStream:
 
 
 class _RouterQueue:
-    """The router's FIFO of waiting requests (time queued, time arrived, index): a ring buffer
+    """The router's FIFO of waiting requests (time arrived, index): a ring buffer
     that the kernel reads and writes, its head and length in fn_s. It never holds more than the
     kernel's limit, so it is sized to that limit and grown with the fleet: a ring as large as
     the ceiling would stream waiting requests through 24 MB instead of a few KB in cache."""
 
     def __init__(self, fn_s: np.ndarray):
         self.fn_s = fn_s
-        self.t, self.a, self.i = np.empty(0), np.empty(0), np.empty(0, np.int64)
+        self.a, self.i = np.empty(0), np.empty(0, np.int64)
 
     def reserve(self, limit: int) -> None:
-        if limit <= self.t.shape[0]:
+        if limit <= self.a.shape[0]:
             return
         capacity = 1 << (limit - 1).bit_length()
         head, n = int(self.fn_s[K.FS_CQ_HEAD]), int(self.fn_s[K.FS_CQ_LEN])
-        live = (head + np.arange(n)) & (self.t.shape[0] - 1)
-        self.t, self.a, self.i = (np.concatenate([ring[live], np.empty(capacity - n, ring.dtype)])
-                                  for ring in (self.t, self.a, self.i))
+        live = (head + np.arange(n)) & (self.a.shape[0] - 1)
+        self.a, self.i = (np.concatenate([ring[live], np.empty(capacity - n, ring.dtype)])
+                          for ring in (self.a, self.i))
         self.fn_s[K.FS_CQ_HEAD] = 0
 
 
@@ -156,7 +156,7 @@ class Simulation:
             cq.reserve(cq_limit)
             K.run_window(arrivals, idx0, t_start, t_end, route, route.shape[0], live, live.shape[0],
                          evict_slot, evict_t, fleet.inst_f, fleet.inst_i, fleet.qt, fleet.qa, fleet.qi,
-                         fleet.queue_capacity - 1, cq.t, cq.a, cq.i, cq_limit,
+                         fleet.queue_capacity - 1, cq.a, cq.i, cq_limit,
                          tt.type_f, tt.type_i, tt.lat_tab, tt.take_tab, tt.est_tab,
                          spill, thr_s, slo_s, pool.busy_t, pool.prov_t, pool.idle_t,
                          fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n, hist, win_hist, counters, lat_out, rng)

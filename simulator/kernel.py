@@ -346,7 +346,7 @@ def _heap_pop(h_t, h_a, h_i, h_n, size):
 
 @njit(cache=True, error_model="numpy")
 def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evict_slot, evict_t,
-               inst_f, inst_i, qt, qa, qi, qmask, cq_t, cq_a, cq_i, cq_limit,
+               inst_f, inst_i, qt, qa, qi, qmask, cq_a, cq_i, cq_limit,
                type_f, type_i, lat_tab, take_tab, est_tab, spill, spill_thr_s, slo_s,
                busy_t, prov_t, idle_t, fn_p, fn_i, fn_s, rh_t, rh_a, rh_i, rh_n,
                hist, win_hist, counters, lat_out, rng):
@@ -366,7 +366,7 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
     qmask = _index(qmask)
     imask = idle_t.shape[0] - 1
     n_busy, head, n_idle = int(fn_s[FS_BUSY]), int(fn_s[FS_IDLE_HEAD]), int(fn_s[FS_IDLE_LEN])
-    cmask = cq_t.shape[0] - 1
+    cmask = cq_a.shape[0] - 1
     cq_head, cq_len = int(fn_s[FS_CQ_HEAD]), int(fn_s[FS_CQ_LEN])
     t_prev = t_start
     if evict_slot >= 0:
@@ -535,7 +535,7 @@ def run_window(arrivals, idx0, t_start, t_end, route, n_route, live, n_live, evi
             _update_next(best, inst_f, inst_i, qt, qmask, type_f, type_i)
         elif can_wait:
             k = (cq_head + cq_len) & cmask
-            cq_t[k], cq_a[k], cq_i[k] = t, a, idx
+            cq_a[k], cq_i[k] = a, idx
             cq_len += 1
             counters[C_ROUTER_QUEUED] += 1
         else:
