@@ -1,4 +1,5 @@
-"""`spillway` command line: simulate, report, traces.
+"""`spillway` command line: simulate, compare, report, traces, forecast (and serve, profile,
+loadgen from controller/cli_serving.py).
 
 User errors (bad config, trace, catalog, profile, run directory) print one line
 `spillway: error: ...` and exit with status 2; they never show a traceback.
@@ -33,7 +34,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from provisioners.distributions import DistributionError
     from serving.profiles import ProfileError
     from traces.errors import TraceError
-    return ConfigError, TraceError, CatalogError, ProfileError, DistributionError, ReportError
+    return (ConfigError, TraceError, CatalogError, ProfileError, DistributionError, ReportError,
+            ServingError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -353,6 +355,12 @@ def _slug(name: str) -> str:
 
 def _ms(value) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
+
+
+from controller.cli_serving import COMMANDS as _SERVING_COMMANDS, ServingError  # noqa: E402
+
+for _command in _SERVING_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

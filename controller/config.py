@@ -119,12 +119,21 @@ class OraclePolicyConfig:
 
 
 @dataclass(frozen=True)
+class FixedPolicyConfig:
+    instances: int = _num(1, ge=0, le=10_000, integer=True)
+    instance_type: str = ""
+    market: str = _choice("on-demand", choices=MARKETS)
+    spill: bool = True
+
+
+@dataclass(frozen=True)
 class PoliciesConfig:
     reactive: ReactivePolicyConfig = field(default_factory=ReactivePolicyConfig)
     static_peak: StaticPeakPolicyConfig = field(default_factory=StaticPeakPolicyConfig)
     hybrid: HybridPolicyConfig = field(default_factory=HybridPolicyConfig)
     mark: MarkPolicyConfig = field(default_factory=MarkPolicyConfig)
     oracle: OraclePolicyConfig = field(default_factory=OraclePolicyConfig)
+    fixed: FixedPolicyConfig = field(default_factory=FixedPolicyConfig)
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,17 @@ class ProvisionerConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = _num(8000, ge=0, le=65535, integer=True)
+    instances: int = _num(1, ge=0, le=64, integer=True)
+    instance_type: str = "local-triton"
+    auth_token_env: str = "SPILLWAY_TOKEN"
+    max_body_bytes: int = _num(1_048_576, ge=1024, le=1 << 30, integer=True)
+    instance_timeout_s: float = _num(10.0, gt=0, le=3600)
+
+
+@dataclass(frozen=True)
 class StateConfig:
     database_url: str = "sqlite:///spillway.db"
 
@@ -178,6 +198,7 @@ class Config:
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     provisioner: ProvisionerConfig = field(default_factory=ProvisionerConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 

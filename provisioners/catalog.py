@@ -300,8 +300,12 @@ def _functions(r: _Reader, d: Mapping[str, Any]) -> FunctionPricing:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Load a catalog TOML; None -> the bundled AWS us-east-1 catalog."""
+    """Load a catalog TOML: a path, a bundled catalog's name ("local" reads
+    provisioners/data/catalog_local.toml), or None for the bundled AWS us-east-1 catalog."""
     p = Path(path) if path is not None else BUNDLED_CATALOG
+    bundled = BUNDLED_CATALOG.parent / f"catalog_{path}.toml"
+    if path is not None and not p.suffix and "/" not in str(path) and bundled.is_file():
+        p = bundled
     file = str(p)
     if not p.is_file():
         raise CatalogError(f"{file}: file: not found")

@@ -175,7 +175,7 @@ class ModelProfile:
 # --------------------------------------------------------------------------- loading
 _KEYS = {"kind", "max_batch", "batch_latency_ms", "latency_a_ms", "latency_c_ms", "measured_batches",
          "measured_latency_ms", "jitter_cv", "jitter_dist", "max_queue_delay_ms", "memory_mb", "cold_start_s",
-         "source", "notes", "preferred_batch_sizes"}
+         "source", "notes", "preferred_batch_sizes", "concurrency_sweep"}   # the sweep: information only
 
 
 def within_slo_share(profile: BackendProfile, latency_ms: float, slo_ms: float) -> float:
