@@ -9,8 +9,9 @@ serving.router.rule (see there); every response says which path served it in
 Failures never lose a request: connection refused/reset, timeout or 5xx from an instance marks
 it down (a background probe of /v2/health/ready puts it back) and the request is retried on
 another instance, or on functions when none can take it (even with spilling off). A 4xx from a
-backend is passed through. A throttled function (429) is retried after a short exponential
-backoff (or sent to an instance that has room), then answered 503.
+backend is passed through. A throttled function (429) is sent to an instance that has room (or
+the router queue), else invoked again after an exponential backoff (settings.throttle_retries and
+throttle_backoff_s: the simulator's [functions] retry rule), then answered 503.
 
 Control plane (bearer token when configured): PUT /admin/instances, PUT /admin/spill,
 GET /admin/state; the same as methods set_instances, set_spill_rule, stats.
@@ -37,8 +38,6 @@ from serving.router.settings import RouterError, RouterSettings
 from serving.router.upstream import Pool
 from serving.router.v2 import BadRequest, check_request
 
-THROTTLE_ATTEMPTS = 4          # invocations of a throttled request before answering 503
-THROTTLE_BACKOFF_S = 0.02      # 20, 40, 80 ms between them: 140 ms in all, within a typical SLO
 PROBE_TIMEOUT_S = 1.0
 LISTEN_BACKLOG = 1024          # clients opening hundreds of connections at once must not see SYN drops
 JSON = "application/json"
@@ -334,9 +333,9 @@ class Router:
                     throttles += 1
                     if self.fleet.route(self._now(), functions=False).kind in (INSTANCE, QUEUE):
                         use_functions = False           # an instance (now, or via the queue) beats waiting
-                    elif throttles < THROTTLE_ATTEMPTS:
+                    elif throttles <= self.settings.throttle_retries:
                         self.metrics.retries.labels("function_throttled").inc()
-                        await asyncio.sleep(THROTTLE_BACKOFF_S * 2 ** (throttles - 1))
+                        await asyncio.sleep(self.settings.throttle_backoff_s * 2 ** (throttles - 1))
                     else:
                         return error_response(503, f"functions throttled ({throttles} attempts) and no instance free")
                     continue

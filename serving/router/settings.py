@@ -17,6 +17,8 @@ _RANGES = {
     "max_body_bytes": (1, 1 << 30),
     "instance_timeout_s": (0.001, 3600.0),
     "probe_interval_s": (0.01, 3600.0),
+    "throttle_retries": (0, 20),
+    "throttle_backoff_s": (0.001, 60.0),
 }
 
 
@@ -32,6 +34,12 @@ class RouterSettings:
     instance_timeout_s: float = 10.0
     function_url: str | None = None
     probe_interval_s: float = 0.5
+    # A throttled function request that no instance can take is invoked again after
+    # throttle_backoff_s, doubling, at most throttle_retries times, then answered 503: the
+    # simulator's rule for [functions] on_throttle = "retry", retry_delay_s and max_retries
+    # (defaults 0.1 s and 3: 0.1 + 0.2 + 0.4 = 0.7 s of patience).
+    throttle_retries: int = 3
+    throttle_backoff_s: float = 0.1
 
     def __post_init__(self) -> None:
         for f in fields(self):
