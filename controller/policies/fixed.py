@@ -3,7 +3,7 @@
 What a team runs today when it sizes by hand, and what the local stack (`spillway serve`) runs
 before a controller drives it: `[policies.fixed] instances` of one kind, never changed. With
 `spill = true` the router sends what the fleet cannot serve within the SLO to functions (the
-same spill rule as the other policies). Used by the fidelity benchmark to replay one trace
+same spill rule as the other policies), with `[functions] warm_concurrency` provisioned. Used by the fidelity benchmark to replay one trace
 through the real local stack and through the simulator with the same fleet.
 """
 from __future__ import annotations
@@ -32,5 +32,7 @@ class Fixed(BasePolicy):
         if not (cfg.spill and ctx.scenario.function is not None):
             return decision, state
         threshold, spill_text = spill_threshold_ms(ctx, {opt.key})
-        return Decision(decision.targets, f"{reason}; overflow: {spill_text}", spill_enabled=True,
-                        spill_threshold_ms=threshold, function_memory_mb=ctx.config.functions.memory_mb), state
+        warm = ctx.config.functions.warm_concurrency
+        return Decision(decision.targets, f"{reason}; overflow: {spill_text}; {warm} provisioned",
+                        spill_enabled=True, spill_threshold_ms=threshold, warm_concurrency=warm,
+                        function_memory_mb=ctx.config.functions.memory_mb), state
