@@ -32,10 +32,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from controller.report import ReportError
     from provisioners.catalog import CatalogError
     from provisioners.distributions import DistributionError
+    from controller.state import StateError
     from serving.profiles import ProfileError
     from traces.errors import TraceError
     return (ConfigError, TraceError, CatalogError, ProfileError, DistributionError, ReportError,
-            ServingError)
+            ServingError, StateError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
