@@ -20,13 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PATH_INSTANCE = 0
 
 
-def _spec():
-    """The example stack with two provisioned function environments, ready before the burst:
-    a cold start takes 2-7 s here (process start, torch import, model build on a busy core),
-    longer than the burst, and initialising environments count against the concurrency limit."""
+def _spec(environments: int = 2):
+    """The example stack with provisioned function environments, ready before the load: a cold
+    start takes 2-7 s here (process start, torch import, model build on a busy core), longer
+    than the burst, and initialising environments count against the concurrency limit. A
+    throttled request that no instance can take is retried for up to 6.3 s (0.1 s doubling, 6
+    times) before the router gives up: on 2 shared cores an environment can take 50 ms."""
     spec = spec_from_config(load_config(ROOT / "examples" / "local-stack.toml"))
-    functions = dataclasses.replace(spec.functions, warm_concurrency=2, max_concurrency=2)
-    return dataclasses.replace(spec, port=0, functions=functions)
+    functions = dataclasses.replace(spec.functions, warm_concurrency=environments, max_concurrency=environments)
+    router = dataclasses.replace(spec.router, throttle_retries=6)
+    return dataclasses.replace(spec, port=0, functions=functions, router=router)
 
 
 def _arrivals(phases, seed=0) -> np.ndarray:
@@ -68,7 +71,7 @@ def test_burst_beyond_capacity_spills_to_functions_and_every_request_succeeds():
 
 
 def test_killing_triton_mid_run_loses_no_request():
-    spec = _spec()
+    spec = _spec(environments=3)      # all 40 req/s land on functions once the instance is gone
     arrivals = _arrivals([(6.0, 40.0)], seed=1)
 
     async def scenario():
