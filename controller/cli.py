@@ -1,5 +1,5 @@
 """`spillway` command line: simulate, compare, report, traces, forecast (and serve, profile,
-loadgen from controller/cli_serving.py).
+loadgen from controller/cli_serving.py; daemon from controller/cli_daemon.py).
 
 User errors (bad config, trace, catalog, profile, run directory) print one line
 `spillway: error: ...` and exit with status 2; they never show a traceback.
@@ -358,9 +358,10 @@ def _ms(value) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
 
+from controller.cli_daemon import COMMANDS as _DAEMON_COMMANDS  # noqa: E402
 from controller.cli_serving import COMMANDS as _SERVING_COMMANDS, ServingError  # noqa: E402
 
-for _command in _SERVING_COMMANDS:
+for _command in _SERVING_COMMANDS + _DAEMON_COMMANDS:
     cli.add_command(_command)
 
 

@@ -182,7 +182,7 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    port: int = _num(9464, ge=1, le=65535, integer=True)
+    port: int = _num(9464, ge=0, le=65535, integer=True)   # 0: any free port
 
 
 @dataclass(frozen=True)
