@@ -32,7 +32,7 @@ from controller.config import load_config
 from controller.scenario import build_scenario
 from serving import profiler
 from serving.replay import replay_from_own_process, replay_trace, request_body
-from serving.stack import LocalStack, spec_from_config
+from serving.stack import LocalStack, pinned_apart, spec_from_config
 from simulator.engine import Simulation
 from traces.arrivals import expand_to_arrivals
 
@@ -43,9 +43,10 @@ CONFIG = ROOT / "examples" / "local-stack.toml"
 async def measure_profile(path: Path) -> Path:
     from controller.cli_serving import _with_own_triton
     max_batch, delay_ms = 16, 2.0
-    inst = await _with_own_triton(max_batch, delay_ms, profiler.default_batches(max_batch), 30, (1, 2, 4, 8, 16),
-                                  None)
-    fn = await profiler.measure_function(2048, cold_samples=3)
+    inst = await _with_own_triton(max_batch, delay_ms, profiler.default_batches(max_batch), 30,
+                                  (1, 2, 4, 8, 16), None, pin_cpus=True)
+    with pinned_apart():          # the function workers on the stack's core, as in the replay
+        fn = await profiler.measure_function(2048, cold_samples=3)
     text = profiler.profile_toml("local-triton", inst, max_batch, delay_ms, (), fn,
                                  "python -m bench.bench_fidelity", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     return profiler.write_profile(path, text)
@@ -57,7 +58,8 @@ def config_with(profile_path: Path):
     the quiet figure the profile holds, because it competes with Triton for the cores)."""
     cfg = load_config(CONFIG)
     return dataclasses.replace(cfg, scenario=dataclasses.replace(cfg.scenario, model=str(profile_path)),
-                               functions=dataclasses.replace(cfg.functions, warm_concurrency=2, max_concurrency=2))
+                               functions=dataclasses.replace(cfg.functions, warm_concurrency=2, max_concurrency=2),
+                               serve=dataclasses.replace(cfg.serve, pin_cpus=True))
 
 
 async def run_real(cfg, arrivals: np.ndarray, duration_s: float) -> dict:

@@ -3,6 +3,7 @@ command line. controller/cli.py adds COMMANDS to the main group."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
@@ -84,16 +85,20 @@ def serve(config_path):
 @click.option("--cold-starts", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Fresh function environments to time.")
 @click.option("--no-functions", is_flag=True, help="Profile the Triton server only.")
+@click.option("--pin-cpus", is_flag=True,
+              help="Triton on its own core(s), this command and the function workers on the last one "
+                   "(as `serve.pin_cpus` runs the local stack).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/profile/resnet8-local.toml",
               show_default=True, help="Profile file to write; use it with [scenario] model = PATH.")
 def profile(model, url, instance_type, max_batch, max_queue_delay_ms, function_memory_mb, rounds,
-            cold_starts, no_functions, out_path):
+            cold_starts, no_functions, pin_cpus, out_path):
     """Measure latency vs batch size and concurrency on Triton and on the local function runtime,
     and write a profile file the simulator and planner read."""
     from rich.progress import Progress
 
     from serving import profiler
     from serving.model import MODEL_NAME
+    from serving.stack import pinned_apart
 
     if model != MODEL_NAME:
         raise click.BadParameter(f"{model!r}: the model built in code is {MODEL_NAME!r}", param_hint="--model")
@@ -111,9 +116,11 @@ def profile(model, url, instance_type, max_batch, max_queue_delay_ms, function_m
                 inst = await profiler.measure_instance(url, batches, max_batch, max_queue_delay_ms, rounds,
                                                        sweep, progress=tick)
             else:
-                inst = await _with_own_triton(max_batch, max_queue_delay_ms, batches, rounds, sweep, tick)
-            fn = None if no_functions else await profiler.measure_function(function_memory_mb, cold_starts,
-                                                                          progress=tick)
+                inst = await _with_own_triton(max_batch, max_queue_delay_ms, batches, rounds, sweep, tick, pin_cpus)
+            fn = None
+            if not no_functions:
+                with pinned_apart() if pin_cpus else contextlib.nullcontext():
+                    fn = await profiler.measure_function(function_memory_mb, cold_starts, progress=tick)
         return inst, fn
 
     inst, fn = _run(main())
@@ -131,17 +138,19 @@ def profile(model, url, instance_type, max_batch, max_queue_delay_ms, function_m
     click.echo(f"wrote {path}")
 
 
-async def _with_own_triton(max_batch, max_queue_delay_ms, batches, rounds, sweep, tick):
+async def _with_own_triton(max_batch, max_queue_delay_ms, batches, rounds, sweep, tick, pin_cpus=False):
     import tempfile
 
     from serving import profiler
+    from serving.stack import pinned_apart
     from serving.triton.repository import TritonModelConfig, write_model_repository
     from serving.triton.server import TritonServer, TritonSpec
 
-    with tempfile.TemporaryDirectory(prefix="spillway-profile-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="spillway-profile-") as tmp, \
+            (pinned_apart() if pin_cpus else contextlib.nullcontext(())) as cpus:
         repo = write_model_repository(Path(tmp) / "models", TritonModelConfig(
             max_batch_size=max_batch, max_queue_delay_ms=max_queue_delay_ms))
-        server = TritonServer(TritonSpec(repo, log_path=Path(tmp) / "triton.log"))
+        server = TritonServer(TritonSpec(repo, log_path=Path(tmp) / "triton.log", cpus=cpus))
         await asyncio.to_thread(server.start)
         try:
             return await profiler.measure_instance(server.url, batches, max_batch, max_queue_delay_ms, rounds,

@@ -173,6 +173,7 @@ class ServeConfig:
     auth_token_env: str = "SPILLWAY_TOKEN"
     max_body_bytes: int = _num(1_048_576, ge=1024, le=1 << 30, integer=True)
     instance_timeout_s: float = _num(10.0, gt=0, le=3600)
+    pin_cpus: bool = False
 
 
 @dataclass(frozen=True)

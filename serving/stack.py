@@ -10,6 +10,7 @@ with the same profile and config models exactly this stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ class StackSpec:
     functions: FunctionRuntimeConfig | None     # None: no function backend
     host: str = "127.0.0.1"
     port: int = 0
+    pin_cpus: bool = False     # Triton servers on their own cores, this process on the last one
 
     @property
     def triton(self) -> TritonModelConfig:
@@ -67,7 +69,7 @@ def spec_from_config(cfg) -> StackSpec:
                                           warm_concurrency=cfg.functions.warm_concurrency,
                                           bills_init=scenario.catalog.functions.bills_init_phase)
     return StackSpec(instances=cfg.serve.instances, instance_profile=profile, router=router,
-                     functions=functions, host=cfg.serve.host, port=cfg.serve.port)
+                     functions=functions, host=cfg.serve.host, port=cfg.serve.port, pin_cpus=cfg.serve.pin_cpus)
 
 
 class LocalStack:
@@ -81,6 +83,8 @@ class LocalStack:
         self.functions: LocalFunctionRuntime | None = None
         self.router: Router | None = None
         self._next_id = 0
+        self._pinning = contextlib.ExitStack()
+        self._server_cpus: tuple[int, ...] = ()
 
     @property
     def url(self) -> str:
@@ -91,6 +95,8 @@ class LocalStack:
 
     async def start(self) -> "LocalStack":
         try:
+            if self.spec.pin_cpus:
+                self._server_cpus = self._pinning.enter_context(pinned_apart())
             write_model_repository(self.workdir / "models", self.spec.triton)
             if self.spec.functions is not None:
                 self.functions = await LocalFunctionRuntime(self.spec.functions).start()
@@ -108,7 +114,7 @@ class LocalStack:
 
     async def add_instances(self, n: int) -> list[TritonServer]:
         """Start n Triton servers at once (their start-up overlaps) and route to them when ready."""
-        new = [TritonServer(TritonSpec(self.workdir / "models", log_path=self._log_path()))
+        new = [TritonServer(TritonSpec(self.workdir / "models", log_path=self._log_path(), cpus=self._server_cpus))
                for _ in range(n)]
         self.tritons.extend(new)
         await asyncio.gather(*(asyncio.to_thread(t.start) for t in new))
@@ -137,9 +143,29 @@ class LocalStack:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        self._pinning.close()
 
     async def __aenter__(self) -> "LocalStack":
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+
+@contextlib.contextmanager
+def pinned_apart():
+    """Keep model servers and this process off each other's cores: yields the cores for Triton
+    servers (all but the last of this process's CPUs) and pins this process -- the router, the
+    function runtime and the workers it spawns from now on -- to the last one, until exit.
+    On a 2-core host: Triton on core 0, everything else on core 1, so the instance's batch
+    latency is what the profile measured however busy the router and functions are (as on
+    separate machines). With one CPU there is nothing to separate: yields ()."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield ()
+        return
+    os.sched_setaffinity(0, cpus[-1:])
+    try:
+        yield tuple(cpus[:-1])
+    finally:
+        os.sched_setaffinity(0, cpus)

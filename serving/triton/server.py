@@ -167,6 +167,7 @@ class TritonSpec:
     metrics_port: int = 0
     log_path: Path | None = None
     startup_timeout_s: float = 120.0
+    cpus: tuple[int, ...] = ()     # CPU affinity of the server and its backend stubs; () = any CPU
 
 
 class TritonServer:
@@ -232,7 +233,8 @@ class TritonServer:
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=_server_environment(install), start_new_session=True)
+                env=_server_environment(install), start_new_session=True,
+                preexec_fn=_affinity(self.spec.cpus))
         try:
             self._wait_until_ready(repository)
         except BaseException:
@@ -351,3 +353,10 @@ class TritonServer:
         shortened = [line if len(line) <= LOG_LINE_CHARS else line[:LOG_LINE_CHARS] + "..."
                      for line in tail]
         return " | ".join(shortened) + f" (full log: {self.log_path})"
+
+
+def _affinity(cpus: tuple[int, ...]):
+    """A preexec_fn pinning the new process (and so the backend stubs it spawns) to `cpus`."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
