@@ -107,11 +107,33 @@ def simulate(trace_name, policy, config_path, start, duration, mean_rps, seed, o
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
-def report(run_dir):
-    """Regenerate RUN_DIR/report.html from a run directory written by `spillway simulate`."""
-    from controller.report import render_report
-    click.echo(str(render_report(run_dir)))
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Render from a daemon's state database instead (sqlite:///PATH or postgresql://...).")
+@click.option("--since", default="24h", show_default=True, metavar="DUR",
+              help="With --db: the history recorded in the last DUR.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="With --db: output directory for report.html and summary.json [default: report-db].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="With --db: the daemon's config, for the SLO line and fleet capacity.")
+def report(run_dir, db_url, since, out_dir, config_path):
+    """Regenerate RUN_DIR/report.html from a run directory written by `spillway simulate`, or
+    render report.html and summary.json from a daemon's recorded history (--db)."""
+    if db_url is None:
+        if run_dir is None:
+            raise click.UsageError("give RUN_DIR, or --db URL")
+        from controller.report import render_report
+        click.echo(str(render_report(run_dir)))
+        return
+    if run_dir is not None:
+        raise click.UsageError("give RUN_DIR or --db, not both")
+    import time
+
+    from controller.config import load_config
+    from controller.report_db import render_db_report
+    since_s = time.time() - parse_duration(since, "--since")
+    cfg = load_config(config_path) if config_path else None
+    click.echo(str(render_db_report(db_url, since_s, out_dir or "report-db", cfg=cfg)))
 
 
 @cli.command()

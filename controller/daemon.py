@@ -22,18 +22,17 @@ lease and leaves the fleet as it is: a daemon restarting, or another taking over
 reconciles from there. A decision left "planned" by a crash is settled by the next leader:
 "applied" if the fleet matches its targets, else "failed" (then a fresh tick reconciles).
 
-Time: epoch seconds from the injected clock. The forecaster counts steps from time 0, so its
-step boundary is moved to the first one after start (else it would fill 29 million empty steps).
+Time: epoch seconds from the injected clock; the forecaster counts its steps from the daemon's
+start (LoadForecaster.start_at), not from time 0.
 Policy state (e.g. reactive cooldowns) lives in memory and starts afresh after a restart.
 """
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -63,23 +62,6 @@ class DaemonOptions:
     metrics_port: int | None = None         # default [metrics] port; 0 = a free port
 
 
-class _RecordingPolicy:
-    """The configured policy, with the daemon's record-before-act step after each decision."""
-
-    def __init__(self, inner, commit: Callable[[Decision, Any], Decision]):
-        self.inner, self.commit, self.name = inner, commit, inner.name
-
-    def initial_state(self):
-        return self.inner.initial_state()
-
-    def forecast_need(self, ctx):
-        return self.inner.forecast_need(ctx)
-
-    def decide(self, snapshot, forecast, ctx, state):
-        decision, state_next = self.inner.decide(snapshot, forecast, ctx, state)
-        return self.commit(decision, forecast), state_next
-
-
 class Daemon:
     def __init__(self, cfg: Config, instance_provisioner, function_provisioner, router_control,
                  store: StateStore, clock: Callable[[], float] = time.time, holder_id: str | None = None,
@@ -95,11 +77,9 @@ class Daemon:
             functions = GuardedFunctions(function_provisioner, options.dry_run)
         self.forecaster = make_load_forecaster(cfg, self.scenario, self.policy_name, None)
         if self.forecaster is not None:
-            step = self.forecaster.step_s
-            self.forecaster.next_step_end_s = (math.floor(clock() / step) + 1) * step
-        self.loop = ControlLoop(_RecordingPolicy(make_policy(self.policy_name), self._commit),
-                                PolicyContext(cfg, self.scenario), self.instances, functions,
-                                forecaster=self.forecaster)
+            self.forecaster.start_at(clock())
+        self.loop = ControlLoop(make_policy(self.policy_name), PolicyContext(cfg, self.scenario), self.instances,
+                                functions, forecaster=self.forecaster, before_acting=self._commit)
         self.window = ObservationWindow(cfg.controller.metrics_window_s, cfg.slo.latency_ms)
         self.metrics = DaemonMetrics()
         self.metrics_port: int | None = None
@@ -186,7 +166,7 @@ class Daemon:
         self.instances.decision_id, self.instances.refused = self._tick_id, 0
         obs = self.latest.observation if self.latest is not None else None
         try:
-            result = self.loop.tick(now, obs)
+            result = self.loop.tick(now, obs, self._tick_id)
             if not self.options.dry_run:
                 d = result.decision
                 self.router.set_spill_rule(d.spill_enabled, d.spill_threshold_ms)

@@ -6,8 +6,9 @@
   to what fits. The policies already clamp their targets (fit_caps); this second check counts
   the fleet as it really is -- draining instances still bill -- e.g. budget 1.0 $/h, 0.085 $/h
   per instance, 11 billed (0.935 $/h): one more would reach 1.02 $/h, so the launch is refused;
-- every launch is tagged with the daemon's decision id (unique across restarts), not the loop's
-  per-process counter, so a restarted daemon can tell which decision launched what.
+- launches carry the daemon's decision id (unique across restarts; the daemon passes it to
+  ControlLoop.tick), so a restarted daemon can tell which decision launched what; `decision_id`
+  here only labels the terminate logs.
 The launch rate limit (budget.max_launches_per_interval) is the loop's own.
 """
 from __future__ import annotations
@@ -58,7 +59,6 @@ class GuardedInstances:
         self.refused = 0        # launches the budget guard refused in the current tick
 
     def launch(self, spec: LaunchSpec) -> list[InstanceRecord]:
-        spec = replace(spec, decision_id=self.decision_id or spec.decision_id)
         price = self.price_of((spec.instance_type, spec.market))
         now_usd_per_h = usd_per_h(self.inner.describe(), self.price_of)
         room = self.max_usd_per_h - now_usd_per_h

@@ -56,9 +56,16 @@ class LoadForecaster:
         self.step_s = float(step_s)
         self.refit_every_s = float(refit_every_s)
         self.series: list[float] = [] if history is None else [float(x) for x in history]
-        self.next_step_end_s = self.step_s        # sim/daemon time 0 is a step boundary
-        self.last_refit_s = 0.0
+        self.start_at(0.0)                       # the simulator's time 0; the daemon calls start_at
         model.fit(np.asarray(self.series, dtype=float), self.step_s)
+
+    def start_at(self, start_s: float) -> None:
+        """Count steps from `start_s`: the first step ends at the first step boundary after it.
+        The simulator starts at 0; the daemon at its epoch clock, e.g. 1.8e9 s with 60 s steps:
+        the first step ends at 1,800,000,060 s, where counting from 0 would first append 30
+        million empty steps."""
+        self.next_step_end_s = (math.floor(start_s / self.step_s + 1e-9) + 1) * self.step_s
+        self.last_refit_s = float(start_s)
 
     @property
     def ready(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from controller.policies import Policy, PolicyContext
 from controller.types import Decision, Observation, Snapshot
@@ -31,6 +31,9 @@ class ControlLoop:
     instances: InstanceProvisioner
     functions: Any = None                    # FunctionProvisioner, or None when disabled
     forecaster: Any = None                   # controller.forecast.LoadForecaster, or None
+    # Called with (decision, forecast) after the policy decides and before anything acts; what
+    # it returns is acted on. The daemon records the decision durably here (record-before-act).
+    before_acting: Callable[[Decision, Any], Decision] | None = None
     state: Any = None
     decision: Decision | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -39,7 +42,9 @@ class ControlLoop:
         if self.state is None:
             self.state = self.policy.initial_state()
 
-    def tick(self, now_s: float, observation: Observation | None) -> TickResult:
+    def tick(self, now_s: float, observation: Observation | None, decision_id: str | None = None) -> TickResult:
+        """One decision at `now_s`. Launches are tagged `decision_id`: the caller's (the daemon's
+        ids are unique across restarts), else the loop's own counter d1, d2, ..."""
         snapshot = Snapshot(now_s=now_s, observation=observation, fleet=tuple(self.instances.describe()),
                             stale_after_s=self.ctx.config.controller.stale_after_s, last_decision=self.decision)
         forecast = None
@@ -49,7 +54,10 @@ class ControlLoop:
             if need is not None:
                 forecast = self.forecaster.forecast(now_s, need.horizon_s, need.quantiles)
         decision, self.state = self.policy.decide(snapshot, forecast, self.ctx, self.state)
-        decision_id = f"d{next(self._ids)}"
+        if self.before_acting is not None:
+            decision = self.before_acting(decision, forecast)
+        if decision_id is None:
+            decision_id = f"d{next(self._ids)}"
         launched, terminated, limited = self._reconcile(decision, snapshot, decision_id)
         if self.functions is not None and (self.decision is None
                                            or decision.warm_concurrency != self.decision.warm_concurrency

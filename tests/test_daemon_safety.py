@@ -1,15 +1,14 @@
 """Daemon safety: leader lease, stale metrics => hold, dry-run, budget guard, SIGTERM.
 
 The daemons here read a real router (a LocalStack with no Triton server and no functions: light)
-over HTTP and keep their instances in `FileProvisioner`, a provisioner that stands for a cloud
-API by persisting its instances in a JSON file. Jobs are called directly with an injected clock,
-so every tick is deterministic; the SIGTERM test runs the real click command in a subprocess.
+over HTTP and keep their instances in `FileProvisioner` (tests/fake_provisioner.py), a stand-in
+for a cloud API that persists its instances in a JSON file. Jobs are called directly with an
+injected clock, so every tick is deterministic; the SIGTERM test runs the real click command in a subprocess.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -24,7 +23,8 @@ from controller.config import load_config
 from controller.daemon import Daemon, DaemonOptions
 from controller.daemon_observe import HttpRouterControl
 from controller.state import StateStore
-from provisioners.base import DRAINING, READY, TERMINATED, InstanceRecord, LaunchSpec
+from fake_provisioner import FileProvisioner
+from provisioners.base import DRAINING, READY, InstanceRecord, LaunchSpec
 from provisioners.local import StackThread
 from serving.stack import spec_from_config
 
@@ -56,40 +56,6 @@ port = 0
 instance_type = "{TYPE}"
 auth_token_env = ""
 """
-
-
-class FileProvisioner:
-    """Instances kept in a JSON file, ready at once: a stand-in for a cloud API whose state
-    outlives the daemon (a restarted daemon describes what an earlier one launched)."""
-
-    def __init__(self, path: Path, clock):
-        self.path, self.clock = path, clock
-
-    def _load(self) -> list[InstanceRecord]:
-        if not self.path.exists():
-            return []
-        return [InstanceRecord(**r) for r in json.loads(self.path.read_text())]
-
-    def _save(self, records) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([dataclasses.asdict(r) for r in records]))
-        os.replace(tmp, self.path)
-
-    def launch(self, spec: LaunchSpec) -> list[InstanceRecord]:
-        records = self._load()
-        now = self.clock()
-        new = [InstanceRecord(f"i-{len(records) + k}", spec.instance_type, spec.market, READY, now, now, None,
-                              spec.decision_id) for k in range(spec.count)]
-        self._save(records + new)
-        return new
-
-    def terminate(self, ids) -> None:
-        now = self.clock()
-        self._save([dataclasses.replace(r, state=TERMINATED, terminated_at_s=now) if r.id in ids else r
-                    for r in self._load()])
-
-    def describe(self) -> list[InstanceRecord]:
-        return self._load()
 
 
 class Clock:
@@ -209,7 +175,7 @@ def test_budget_guard_refuses_a_launch_over_the_hourly_budget(cfg, tmp_path, rou
     clock = Clock()
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     provisioner = FileProvisioner(tmp_path / "fleet.json", clock)
-    provisioner._save([InstanceRecord("i-old", TYPE, "on-demand", DRAINING, clock(), clock(), None, "before")])
+    provisioner.add([InstanceRecord("i-old", TYPE, "on-demand", DRAINING, clock(), clock(), None, "before")])
     d = make_daemon(tight, store, clock, tmp_path, router_url, "a")
     run_ticks([d], clock, 5)
     assert [r.id for r in provisioner.describe()] == ["i-old"]
